@@ -1,0 +1,8 @@
+"""`python -m verifier` runs the same CLI as `regverify`."""
+
+from __future__ import annotations
+
+from verifier.cli import main
+
+if __name__ == "__main__":
+    main()
