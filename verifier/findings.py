@@ -45,6 +45,8 @@ class Kind(StrEnum):
     INVALID_LINK = "invalid_link"
     CORRUPT_BLOB = "corrupt_blob"
     UNREADABLE_FILE = "unreadable_file"
+    UNEXPECTED_SYMLINK = "unexpected_symlink"
+    RESTORE_CONFLICT = "restore_conflict"
     # gc preview (issue: gc-preview)
     GC_WOULD_BREAK = "gc_would_break"
     GC_WOULD_DELETE_REFERENCED = "gc_would_delete_referenced"

@@ -1,0 +1,268 @@
+"""Registry authentication: credentials discovery and an `httpx.Auth` for Basic and Bearer.
+
+The Bearer flow follows the Docker token spec: on `401` with `WWW-Authenticate: Bearer
+realm=...,service=...,scope=...` fetch a token for that scope, cache it until it expires, retry
+once.
+Secrets are never put in an exception message or a log line.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import subprocess
+import time
+from collections.abc import AsyncGenerator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from verifier.errors import AuthRefused, CredentialsError, RegistryUnreachable
+from verifier.reference import DOCKER_HUB
+
+_DOCKER_HUB_CONFIG_KEYS = ("https://index.docker.io/v1/", "index.docker.io", "docker.io")
+_CHALLENGE_PARAM = re.compile(r'(\w+)=(?:"([^"]*)"|([^,\s]*))')
+_REPO_PATH = re.compile(r"^/v2/(.+?)/(?:manifests|blobs|tags)/")
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """A username and password (or an identity token used as a refresh token)."""
+
+    username: str
+    password: str = field(repr=False)
+    identity_token: str | None = field(default=None, repr=False)
+
+    def __repr__(self) -> str:  # never show the secret, even in a debugger dump
+        return f"Credentials(username={self.username!r}, password=***)"
+
+
+def _decode_auth_field(value: str, host: str) -> Credentials:
+    try:
+        user, _, password = base64.b64decode(value).decode().partition(":")
+    except (ValueError, UnicodeDecodeError):
+        message = f"docker config: the 'auth' entry for {host} is not base64"
+        raise CredentialsError(message) from None
+    return Credentials(user, password)
+
+
+def _run_helper(helper: str, host: str) -> Credentials | None:
+    program = f"docker-credential-{helper}"
+    try:
+        proc = subprocess.run(
+            [program, "get"], input=host, capture_output=True, text=True, timeout=30, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        message = f"credential helper {program} failed: {type(exc).__name__}"
+        raise CredentialsError(message) from None
+    if proc.returncode != 0:
+        # Helpers answer "credentials not found" with a non-zero exit: not an error for us.
+        return None
+    try:
+        data = json.loads(proc.stdout)
+        username, secret = str(data["Username"]), str(data["Secret"])
+    except (ValueError, KeyError, TypeError):
+        raise CredentialsError(f"credential helper {program} printed unparseable output") from None
+    if username == "<token>":
+        return Credentials("", "", identity_token=secret)
+    return Credentials(username, secret)
+
+
+def docker_config_path(env: Mapping[str, str] | None = None) -> Path:
+    """`$DOCKER_CONFIG/config.json`, else `~/.docker/config.json`."""
+    env = os.environ if env is None else env
+    base = env.get("DOCKER_CONFIG")
+    return Path(base) / "config.json" if base else Path.home() / ".docker" / "config.json"
+
+
+def credentials_from_docker_config(host: str, path: Path) -> Credentials | None:
+    """Look `host` up in a Docker config file: credHelpers, auths, then credsStore."""
+    if not path.exists():
+        return None
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise CredentialsError(f"cannot read docker config {path}: {type(exc).__name__}") from None
+    if not isinstance(config, dict):
+        raise CredentialsError(f"docker config {path} is not a JSON object")
+    keys = _DOCKER_HUB_CONFIG_KEYS if host == DOCKER_HUB else (host, f"https://{host}")
+    helpers = config.get("credHelpers") or {}
+    for key in keys:
+        if isinstance(helpers, dict) and isinstance(helpers.get(key), str):
+            return _run_helper(helpers[key], key)
+    auths = config.get("auths") or {}
+    for key in keys:
+        entry = auths.get(key) if isinstance(auths, dict) else None
+        if not isinstance(entry, dict):
+            continue
+        if isinstance(entry.get("identitytoken"), str):
+            return Credentials("", "", identity_token=entry["identitytoken"])
+        if isinstance(entry.get("auth"), str) and entry["auth"]:
+            return _decode_auth_field(entry["auth"], key)
+        if isinstance(entry.get("username"), str) and isinstance(entry.get("password"), str):
+            return Credentials(entry["username"], entry["password"])
+    store = config.get("credsStore")
+    if isinstance(store, str) and store:
+        return _run_helper(store, keys[0])
+    return None
+
+
+def resolve_credentials(
+    host: str,
+    *,
+    username: str | None = None,
+    password: str | None = None,
+    env: Mapping[str, str] | None = None,
+    docker_config: Path | None = None,
+) -> Credentials | None:
+    """Explicit options first, then REGVERIFY_USERNAME/PASSWORD, then the Docker config."""
+    env = os.environ if env is None else env
+    if username is not None or password is not None:
+        if username is None or password is None:
+            raise CredentialsError("--username and --password-stdin must be given together")
+        return Credentials(username, password)
+    env_user, env_pass = env.get("REGVERIFY_USERNAME"), env.get("REGVERIFY_PASSWORD")
+    if env_user is not None and env_pass is not None:
+        return Credentials(env_user, env_pass)
+    return credentials_from_docker_config(host, docker_config or docker_config_path(env))
+
+
+def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
+    """Split `Bearer realm="...",service="..."` into a lowercased scheme and its parameters."""
+    scheme, _, rest = header.strip().partition(" ")
+    params = {m.group(1).lower(): m.group(2) if m.group(2) is not None else m.group(3)
+              for m in _CHALLENGE_PARAM.finditer(rest)}
+    return scheme.lower(), params
+
+
+def scope_for_path(path: str) -> str:
+    """The token scope a request path needs: pull on its repository, or the catalog."""
+    if path.startswith("/v2/_catalog"):
+        return "registry:catalog:*"
+    match = _REPO_PATH.match(path)
+    return f"repository:{match.group(1)}:pull" if match else ""
+
+
+@dataclass
+class _Token:
+    value: str
+    expires_at: float
+
+
+class RegistryAuth(httpx.Auth):
+    """Anonymous, Basic or Bearer, decided by the registry's challenge; tokens cached per scope."""
+
+    def __init__(
+        self,
+        credentials: Credentials | None,
+        token_client: httpx.AsyncClient,
+        *,
+        clock: object = time.monotonic,
+    ) -> None:
+        self._credentials = credentials
+        self._token_client = token_client
+        self._clock = clock
+        self._tokens: dict[str, _Token] = {}
+        self._use_basic = False
+        self.token_requests = 0
+
+    def _now(self) -> float:
+        clock = self._clock
+        assert callable(clock)
+        return float(clock())
+
+    def _basic_header(self) -> str | None:
+        creds = self._credentials
+        if creds is None or creds.identity_token:
+            return None
+        raw = f"{creds.username}:{creds.password}".encode()
+        return "Basic " + base64.b64encode(raw).decode()
+
+    def _cached(self, scope: str) -> str | None:
+        token = self._tokens.get(scope)
+        if token is None or token.expires_at <= self._now():
+            return None
+        return token.value
+
+    async def _fetch_token(self, params: dict[str, str], scope: str) -> str:
+        realm = params.get("realm")
+        if not realm:
+            raise AuthRefused("registry sent a Bearer challenge without a realm")
+        query: dict[str, str] = {}
+        if params.get("service"):
+            query["service"] = params["service"]
+        wanted = params.get("scope") or scope
+        if wanted:
+            query["scope"] = wanted
+        creds = self._credentials
+        self.token_requests += 1
+        try:
+            if creds is not None and creds.identity_token:
+                response = await self._token_client.post(
+                    realm,
+                    data={**query, "grant_type": "refresh_token",
+                          "refresh_token": creds.identity_token, "client_id": "regverify"},
+                )
+            else:
+                headers = {}
+                basic = self._basic_header()
+                if basic:
+                    headers["Authorization"] = basic
+                response = await self._token_client.get(realm, params=query, headers=headers)
+        except httpx.TransportError as exc:
+            raise RegistryUnreachable(
+                f"token service {httpx.URL(realm).host} unreachable: {type(exc).__name__}"
+            ) from None
+        if response.status_code in (401, 403):
+            raise AuthRefused(
+                f"token service refused the credentials for scope {wanted!r} "
+                f"(HTTP {response.status_code})"
+            )
+        if response.status_code != 200:
+            raise AuthRefused(f"token service answered HTTP {response.status_code}")
+        try:
+            data = response.json()
+            value = data.get("token") or data.get("access_token")
+            expires_in = int(data.get("expires_in") or 60)
+        except (ValueError, AttributeError, TypeError):
+            raise AuthRefused("token service answered with unparseable JSON") from None
+        if not isinstance(value, str) or not value:
+            raise AuthRefused("token service answered without a token")
+        # Renew a little early so a token never expires between check and use.
+        self._tokens[scope] = _Token(value, self._now() + max(expires_in - 5, 1))
+        return value
+
+    async def async_auth_flow(
+        self, request: httpx.Request
+    ) -> AsyncGenerator[httpx.Request, httpx.Response]:
+        """Attach what we know works, answer one challenge, retry once."""
+        scope = scope_for_path(request.url.path)
+        token = self._cached(scope)
+        if token:
+            request.headers["Authorization"] = f"Bearer {token}"
+        elif self._use_basic and (basic := self._basic_header()):
+            request.headers["Authorization"] = basic
+        response = yield request
+        if response.status_code != 401:
+            return
+        scheme, params = parse_challenge(response.headers.get("www-authenticate", ""))
+        if scheme == "bearer":
+            await response.aread()
+            self._tokens.pop(scope, None)
+            token = await self._fetch_token(params, scope)
+            request.headers["Authorization"] = f"Bearer {token}"
+            yield request
+        elif scheme == "basic" and (basic := self._basic_header()):
+            if "Authorization" in request.headers:
+                return  # our credentials were already refused
+            await response.aread()
+            self._use_basic = True
+            request.headers["Authorization"] = basic
+            yield request
+
+    def sync_auth_flow(self, request: httpx.Request):  # type: ignore[no-untyped-def]
+        """The tool is async-only; a sync client would skip our flow silently, so refuse."""
+        raise NotImplementedError("RegistryAuth works with httpx.AsyncClient only")

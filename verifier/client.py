@@ -1,0 +1,479 @@
+"""RegistryClient: the one place that talks HTTP to a registry (Distribution v2 / OCI API).
+
+Every request goes through `_exchange`: bounded concurrency, optional rate limit, retries with
+backoff for what is temporary (connection errors, timeouts, 408/429/502/503/504, bodies cut short)
+and never for a definite answer. Results are plain records; judging them is `checks.py`'s job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import hashlib
+import random
+import ssl
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+
+from verifier.auth import Credentials, RegistryAuth
+from verifier.errors import IncompleteError, RegistryUnreachable, UsageError
+from verifier.manifest import ACCEPT, DEFAULT_MAX_MANIFEST_BYTES
+
+RETRYABLE_STATUS = frozenset({408, 429, 502, 503, 504})
+_STREAM_CHUNK = 1 << 20
+T = TypeVar("T")
+
+
+class RequestFailed(IncompleteError):
+    """A request that kept failing transiently until the retries or the deadline ran out."""
+
+    def __init__(self, message: str, *, method: str, url: str, status: int | None) -> None:
+        super().__init__(message)
+        self.method = method
+        self.url = url
+        self.status = status
+
+
+@dataclass(frozen=True)
+class ClientOptions:
+    """How to reach the registry and how hard to try."""
+
+    plain_http: bool = False
+    insecure: bool = False
+    ca_cert: Path | None = None
+    concurrency: int = 8
+    timeout: float = 30.0
+    retries: int = 4
+    deadline: float | None = None
+    max_rps: float | None = None
+    max_manifest_bytes: int = DEFAULT_MAX_MANIFEST_BYTES
+    backoff_base: float = 0.5
+    backoff_max: float = 20.0
+
+
+@dataclass(frozen=True)
+class ManifestFetch:
+    """What a manifest GET answered; `body` is empty when `too_large`."""
+
+    status: int
+    body: bytes = b""
+    content_type: str | None = None
+    digest_header: str | None = None
+    content_length: int | None = None
+    too_large: bool = False
+    error_codes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class BlobHead:
+    """What a blob HEAD answered."""
+
+    status: int
+    content_length: int | None = None
+    digest_header: str | None = None
+
+
+@dataclass(frozen=True)
+class RangeRead:
+    """What a ranged GET of a blob's last byte answered, and how many bytes really came."""
+
+    status: int
+    received: int = 0
+    declared_length: int | None = None
+    total_size: int | None = None
+    truncated: bool = False
+
+
+@dataclass(frozen=True)
+class BlobStream:
+    """A full streamed read of a blob: status, bytes that came, their sha256."""
+
+    status: int
+    size: int = 0
+    digest: str | None = None
+    declared_length: int | None = None
+    truncated: bool = False
+
+
+@dataclass(frozen=True)
+class JsonPage:
+    """A JSON API page (catalog, tags) with its `Link` header."""
+
+    status: int
+    data: Any = None
+    link: str | None = None
+    error: str | None = None
+
+
+@dataclass
+class _Attempt:
+    retry_after: float | None = None
+    last_status: int | None = None
+    last_error: str | None = None
+
+
+@dataclass
+class _RateLimiter:
+    rate: float
+    _next: float = field(default=0.0)
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    async def wait(self) -> None:
+        async with self._lock:
+            now = time.monotonic()
+            if self._next > now:
+                await asyncio.sleep(self._next - now)
+            self._next = max(now, self._next) + 1.0 / self.rate
+
+
+class _Retryable(Exception):
+    """Internal: this attempt failed in a way worth another try."""
+
+    def __init__(self, reason: str, *, status: int | None = None,
+                 retry_after: float | None = None, result: object = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.status = status
+        self.retry_after = retry_after
+        self.result = result
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """`Retry-After` as seconds from now: either delta-seconds or an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    current = time.time() if now is None else now
+    return max(0.0, when.timestamp() - current)
+
+
+def _error_codes(body: bytes) -> tuple[str, ...]:
+    import json
+
+    try:
+        data = json.loads(body)
+        return tuple(str(e.get("code")) for e in data.get("errors", []) if isinstance(e, dict))
+    except (ValueError, AttributeError, TypeError):
+        return ()
+
+
+def _int_header(response: httpx.Response, name: str) -> int | None:
+    value = response.headers.get(name)
+    if value is None or not value.strip().isdigit():
+        return None
+    return int(value)
+
+
+def _content_range_total(value: str | None) -> int | None:
+    # "bytes 5-5/6"
+    if not value or "/" not in value:
+        return None
+    total = value.rsplit("/", 1)[1].strip()
+    return int(total) if total.isdigit() else None
+
+
+def _is_tls_failure(exc: BaseException) -> bool:
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLError) or "CERTIFICATE_VERIFY_FAILED" in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _ssl_context(options: ClientOptions) -> ssl.SSLContext | bool:
+    if options.insecure:
+        return False
+    try:
+        return ssl.create_default_context(
+            cafile=str(options.ca_cert) if options.ca_cert else None
+        )
+    except (OSError, ssl.SSLError) as exc:
+        raise UsageError(f"cannot load CA certificate {options.ca_cert}: {exc}") from None
+
+
+class RegistryClient:
+    """Async client for one registry host; `async with` it, then call the typed methods."""
+
+    def __init__(
+        self,
+        host: str,
+        options: ClientOptions | None = None,
+        credentials: Credentials | None = None,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.host = host
+        self.options = options or ClientOptions()
+        scheme = "http" if self.options.plain_http else "https"
+        self.base_url = f"{scheme}://{host}"
+        verify = _ssl_context(self.options)
+        timeout = httpx.Timeout(self.options.timeout)
+        limits = httpx.Limits(
+            max_connections=self.options.concurrency,
+            max_keepalive_connections=self.options.concurrency,
+        )
+        self._token_client = httpx.AsyncClient(
+            verify=verify, timeout=timeout, transport=transport, follow_redirects=True
+        )
+        self.auth = RegistryAuth(credentials, self._token_client)
+        self._http = httpx.AsyncClient(
+            base_url=self.base_url,
+            verify=verify,
+            timeout=timeout,
+            limits=limits,
+            transport=transport,
+            auth=self.auth,
+            # Blob GETs are often answered 307 to object storage; httpx drops Authorization
+            # when a redirect leaves the origin.
+            follow_redirects=True,
+            headers={"User-Agent": "regverify/0.1"},
+        )
+        self._slots = asyncio.Semaphore(self.options.concurrency)
+        self._limiter = _RateLimiter(self.options.max_rps) if self.options.max_rps else None
+        self._started = time.monotonic()
+        self.requests_by_code: Counter[str] = Counter()
+
+    async def __aenter__(self) -> RegistryClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close connections."""
+        await self._http.aclose()
+        await self._token_client.aclose()
+
+    @property
+    def request_count(self) -> int:
+        """Requests sent so far, retries and token requests included."""
+        return sum(self.requests_by_code.values())
+
+    # -- the one exchange loop -------------------------------------------------------------
+
+    def _backoff(self, attempt: int, retry_after: float | None, *, quick: bool = False) -> float:
+        if retry_after is not None:
+            return min(retry_after, self.options.backoff_max * 3)
+        # A body cut short after good headers is what a warm-cache missing blob looks like on
+        # every attempt: retry it as often (a flaky proxy must not make a false verdict) but
+        # without the long waits meant for an overloaded registry.
+        base = self.options.backoff_base / 5 if quick else self.options.backoff_base
+        ceiling = min(self.options.backoff_max, base * (2 ** (attempt - 1)))
+        return random.uniform(ceiling / 2, ceiling)
+
+    def _deadline_left(self) -> float | None:
+        if self.options.deadline is None:
+            return None
+        return self.options.deadline - (time.monotonic() - self._started)
+
+    async def _exchange(
+        self,
+        method: str,
+        url: str,
+        handle: Callable[[httpx.Response], Awaitable[T]],
+        *,
+        headers: dict[str, str] | None = None,
+        params: dict[str, str] | None = None,
+    ) -> T:
+        """Send one logical request with retries; `handle` reads the streamed response."""
+        attempts = self.options.retries + 1
+        last: _Retryable | None = None
+        for attempt in range(1, attempts + 1):
+            left = self._deadline_left()
+            if left is not None and left <= 0:
+                break
+            try:
+                async with self._slots:
+                    if self._limiter:
+                        await self._limiter.wait()
+                    return await self._attempt(method, url, handle, headers, params)
+            except _Retryable as exc:
+                last = exc
+            if attempt < attempts:
+                delay = self._backoff(attempt, last.retry_after, quick=last.result is not None)
+                left = self._deadline_left()
+                if left is not None and delay >= left:
+                    break
+                await asyncio.sleep(delay)
+        if last is not None and last.result is not None:
+            # A persistent answer that looked transient (a body cut short every time): that is
+            # the registry's real behaviour, so hand it back for the checks to judge.
+            return last.result  # type: ignore[return-value]
+        reason = last.reason if last else "deadline exceeded before the request was sent"
+        raise RequestFailed(
+            f"{method} {url} failed after {attempts} attempts: {reason}",
+            method=method,
+            url=url,
+            status=last.status if last else None,
+        )
+
+    async def _attempt(
+        self,
+        method: str,
+        url: str,
+        handle: Callable[[httpx.Response], Awaitable[T]],
+        headers: dict[str, str] | None,
+        params: dict[str, str] | None,
+    ) -> T:
+        try:
+            request = self._http.build_request(method, url, headers=headers, params=params)
+            response = await self._http.send(request, stream=True)
+        except httpx.TransportError as exc:
+            self.requests_by_code["error"] += 1
+            if _is_tls_failure(exc):
+                raise RegistryUnreachable(
+                    f"TLS verification failed for {self.host} "
+                    "(use --ca-cert FILE for a private CA, or --insecure)"
+                ) from None
+            raise _Retryable(f"{type(exc).__name__}: {exc}".rstrip(": ")) from None
+        try:
+            self.requests_by_code[str(response.status_code)] += 1
+            if response.status_code in RETRYABLE_STATUS:
+                raise _Retryable(
+                    f"HTTP {response.status_code}",
+                    status=response.status_code,
+                    retry_after=parse_retry_after(response.headers.get("retry-after")),
+                )
+            return await handle(response)
+        finally:
+            await response.aclose()
+
+    # -- typed requests ---------------------------------------------------------------------
+
+    async def ping(self) -> int:
+        """GET /v2/: proves the registry answers; maps connection failures to exit 3."""
+        async def handle(response: httpx.Response) -> int:
+            return response.status_code
+
+        try:
+            return await self._exchange("GET", "/v2/", handle)
+        except RequestFailed as exc:
+            raise RegistryUnreachable(f"registry {self.host} unreachable: {exc}") from None
+
+    async def get_manifest(self, repository: str, ref: str) -> ManifestFetch:
+        """GET a manifest by tag or digest with the full Accept list, capped in size."""
+        cap = self.options.max_manifest_bytes
+
+        async def handle(response: httpx.Response) -> ManifestFetch:
+            status = response.status_code
+            declared = _int_header(response, "content-length")
+            common = {
+                "content_type": response.headers.get("content-type"),
+                "digest_header": response.headers.get("docker-content-digest"),
+                "content_length": declared,
+            }
+            if status != 200:
+                body = await _read_capped(response, 64 * 1024)
+                return ManifestFetch(status, error_codes=_error_codes(body), **common)
+            if declared is not None and declared > cap:
+                return ManifestFetch(status, too_large=True, **common)
+            body = await _read_capped(response, cap + 1)
+            if len(body) > cap:
+                return ManifestFetch(status, too_large=True, **common)
+            if declared is not None and len(body) != declared:
+                raise _Retryable(f"manifest body cut short ({len(body)} of {declared} bytes)")
+            return ManifestFetch(status, body=body, **common)
+
+        return await self._exchange(
+            "GET", f"/v2/{repository}/manifests/{ref}", handle, headers={"Accept": ACCEPT}
+        )
+
+    async def head_blob(self, repository: str, digest: str) -> BlobHead:
+        """HEAD a blob: status, Content-Length, Docker-Content-Digest."""
+        async def handle(response: httpx.Response) -> BlobHead:
+            return BlobHead(
+                response.status_code,
+                _int_header(response, "content-length"),
+                response.headers.get("docker-content-digest"),
+            )
+
+        return await self._exchange("HEAD", f"/v2/{repository}/blobs/{digest}", handle)
+
+    async def read_last_byte(self, repository: str, digest: str, size: int) -> RangeRead:
+        """GET `bytes=size-1-size-1` and count the bytes that really arrive."""
+        async def handle(response: httpx.Response) -> RangeRead:
+            status = response.status_code
+            declared = _int_header(response, "content-length")
+            total = _content_range_total(response.headers.get("content-range"))
+            received = 0
+            limit = 1 if status == 206 else size
+            try:
+                async for chunk in response.aiter_raw(_STREAM_CHUNK):
+                    received += len(chunk)
+                    if status not in (200, 206) or received > limit:
+                        break
+            except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
+                result = RangeRead(status, received, declared, total, truncated=True)
+                raise _Retryable(f"body cut short: {type(exc).__name__}", result=result) from None
+            return RangeRead(status, received, declared, total)
+
+        return await self._exchange(
+            "GET",
+            f"/v2/{repository}/blobs/{digest}",
+            handle,
+            headers={"Range": f"bytes={size - 1}-{size - 1}"},
+        )
+
+    async def stream_blob(self, repository: str, digest: str) -> BlobStream:
+        """GET a whole blob, hashing it as it streams (never held in memory)."""
+        async def handle(response: httpx.Response) -> BlobStream:
+            status = response.status_code
+            declared = _int_header(response, "content-length")
+            if status != 200:
+                return BlobStream(status, declared_length=declared)
+            hasher = hashlib.sha256()
+            size = 0
+            try:
+                async for chunk in response.aiter_raw(_STREAM_CHUNK):
+                    hasher.update(chunk)
+                    size += len(chunk)
+            except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
+                result = BlobStream(status, size, None, declared, truncated=True)
+                raise _Retryable(f"body cut short: {type(exc).__name__}", result=result) from None
+            return BlobStream(status, size, "sha256:" + hasher.hexdigest(), declared)
+
+        return await self._exchange("GET", f"/v2/{repository}/blobs/{digest}", handle)
+
+    async def get_json(self, path: str, params: dict[str, str] | None = None) -> JsonPage:
+        """GET a JSON API page (catalog, tag list) with its `Link` header."""
+        import json
+
+        async def handle(response: httpx.Response) -> JsonPage:
+            body = await _read_capped(response, 16 * 1024 * 1024)
+            link = response.headers.get("link")
+            if response.status_code != 200:
+                return JsonPage(response.status_code, link=link, error=",".join(_error_codes(body)))
+            try:
+                return JsonPage(200, json.loads(body), link)
+            except (ValueError, UnicodeDecodeError):
+                return JsonPage(200, None, link, error="response is not JSON")
+
+        return await self._exchange("GET", path, handle, params=params)
+
+
+async def _read_capped(response: httpx.Response, cap: int) -> bytes:
+    """Read at most `cap` bytes of a streamed body (a hostile server cannot fill our memory)."""
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async for chunk in response.aiter_bytes(64 * 1024):
+            chunks.append(chunk)
+            size += len(chunk)
+            if size >= cap:
+                break
+    except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
+        raise _Retryable(f"body cut short: {type(exc).__name__}") from None
+    return b"".join(chunks)[:cap]

@@ -1,0 +1,59 @@
+"""JUnit XML: one test case per image (or per repository for filesystem runs)."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from collections import defaultdict
+
+from verifier.findings import Finding, Report
+
+
+def _failure_text(findings: list[Finding]) -> str:
+    return "\n".join(
+        f"{f.kind} {f.digest or f.path or ''}: {f.message}".replace("  ", " ") for f in findings
+    )
+
+
+def render(report: Report) -> str:
+    """A `<testsuites>` document CI systems understand."""
+    suite = ET.Element("testsuite", name=f"regverify {report.mode} {report.target}",
+                       time=f"{report.duration_seconds:.3f}")
+    cases: list[tuple[str, str, list[Finding], bool]] = []
+    if report.images:
+        by_image: dict[tuple[str, str], list[Finding]] = defaultdict(list)
+        for f in report.findings:
+            by_image[(f.repository, f.reference)].append(f)
+        for image in report.images:
+            ref = image.tag or image.digest or ""
+            found = by_image.get((image.repository, ref), [])
+            if not found and image.digest:
+                found = by_image.get((image.repository, image.digest), [])
+            cases.append((image.repository, image.reference, found, str(image.status) == "error"))
+    else:
+        by_repo: dict[str, list[Finding]] = defaultdict(list)
+        for f in report.findings:
+            by_repo["/".join(p for p in (f.registry, f.repository) if p) or report.target].append(f)
+        for name, found in sorted(by_repo.items()):
+            cases.append((report.target, name, found, False))
+    failures = errors = 0
+    for classname, name, found, errored in cases:
+        case = ET.SubElement(suite, "testcase", classname=classname, name=name)
+        defects = [f for f in found if f.is_defect]
+        incomplete = [f for f in found if f.is_incomplete]
+        if defects:
+            failures += 1
+            node = ET.SubElement(case, "failure", type=str(defects[0].kind),
+                                 message=f"{len(defects)} defect(s): {defects[0].message}")
+            node.text = _failure_text(defects)
+        elif errored or incomplete:
+            errors += 1
+            node = ET.SubElement(case, "error", type="incomplete",
+                                 message="could not be verified")
+            node.text = _failure_text(incomplete)
+    suite.set("tests", str(len(cases)))
+    suite.set("failures", str(failures))
+    suite.set("errors", str(errors))
+    root = ET.Element("testsuites")
+    root.append(suite)
+    ET.indent(root)
+    return ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"

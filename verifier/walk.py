@@ -1,0 +1,198 @@
+"""Walk: reference -> manifest or index -> children -> config and layers, with shared work.
+
+A `Walker` lives for one run. It remembers, per (repository, digest), the verdict of every blob
+and manifest subtree it has checked, so a layer shared by ten images costs one check, and a
+manifest reached from several tags is walked once. Findings are stored without labels and
+relabelled for each place that reaches them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from verifier.checks import (
+    Context,
+    check_blob_head,
+    check_blob_stream,
+    check_last_byte,
+    check_manifest,
+    finding,
+    relabel,
+)
+from verifier.client import RegistryClient, RequestFailed
+from verifier.findings import Finding, Kind, Severity
+from verifier.manifest import Descriptor, ImageIndex, ImageManifest, Schema1Manifest
+
+MAX_INDEX_DEPTH = 8
+
+
+@dataclass(frozen=True)
+class WalkOptions:
+    """What to check beyond the defaults."""
+
+    deep: bool = False
+
+
+@dataclass(frozen=True)
+class TagResult:
+    """The outcome of walking one tag or digest: the digest it resolved to and the findings."""
+
+    digest: str | None
+    findings: list[Finding]
+
+
+def _short(digest: str) -> str:
+    return digest[:19]
+
+
+class Walker:
+    """Verifies references against one registry, sharing work across the whole run."""
+
+    def __init__(self, client: RegistryClient, options: WalkOptions | None = None) -> None:
+        self.client = client
+        self.options = options or WalkOptions()
+        self.counters: Counter[str] = Counter()
+        self._blobs: dict[tuple[str, str], asyncio.Task[list[Finding]]] = {}
+        self._manifests: dict[tuple[str, str], asyncio.Task[list[Finding]]] = {}
+
+    async def _guard(self, ctx: Context, what: str, digest: str | None,
+                     run: Callable[[], Awaitable[list[Finding]]]) -> list[Finding]:
+        """Turn a request that kept failing into a `request_failed` finding, never a defect."""
+        try:
+            return await run()
+        except RequestFailed as exc:
+            return [finding(ctx, Kind.REQUEST_FAILED, f"{what}: {exc}", digest=digest,
+                            http_status=exc.status)]
+
+    async def verify(self, repository: str, ref: str) -> TagResult:
+        """Resolve a tag or digest and walk everything below it."""
+        ctx = Context(repository, ref, chain=(f"{'tag' if ':' not in ref else 'digest'} {ref}",))
+        requested = ref if ":" in ref else None
+        resolved: list[str | None] = [requested]
+
+        async def run() -> list[Finding]:
+            self.counters["manifests"] += 1
+            fetch = await self.client.get_manifest(repository, ref)
+            found, manifest, digest = check_manifest(
+                ctx, fetch, requested_digest=requested, expected=None,
+                max_bytes=self.client.options.max_manifest_bytes,
+            )
+            resolved[0] = digest
+            if manifest is None or digest is None:
+                return found
+            return found + await self._subtree(ctx, repository, digest, manifest, depth=0)
+
+        found = await self._guard(ctx, "manifest GET", requested, run)
+        return TagResult(resolved[0], found)
+
+    async def _subtree(self, ctx: Context, repository: str, digest: str,
+                       manifest: ImageIndex | ImageManifest | Schema1Manifest,
+                       depth: int) -> list[Finding]:
+        """Walk below an already-fetched manifest once per (repository, digest)."""
+        key = (repository, digest)
+        task = self._manifests.get(key)
+        if task is None:
+            base = Context(repository, ctx.reference)
+            task = asyncio.ensure_future(self._walk_body(base, repository, manifest, depth))
+            self._manifests[key] = task
+        return relabel_all(await task, ctx)
+
+    async def _walk_body(self, ctx: Context, repository: str,
+                         manifest: ImageIndex | ImageManifest | Schema1Manifest,
+                         depth: int) -> list[Finding]:
+        if isinstance(manifest, Schema1Manifest):
+            return [finding(ctx, Kind.SCHEMA1_UNVERIFIED,
+                            "schema1 manifest: deprecated, its blobs are not verified",
+                            severity=Severity.WARNING, media_type=manifest.media_type)]
+        if isinstance(manifest, ImageIndex):
+            return await self.walk_index(ctx, repository, manifest, depth)
+        return await self.walk_image(ctx, repository, manifest)
+
+    async def walk_index(self, ctx: Context, repository: str, index: ImageIndex,
+                         depth: int) -> list[Finding]:
+        """Walk every child of an index, attestation manifests and nested indexes included."""
+        if depth >= MAX_INDEX_DEPTH:
+            return [finding(ctx, Kind.MANIFEST_INVALID,
+                            f"indexes nested deeper than {MAX_INDEX_DEPTH} levels (a cycle?)")]
+        results = await asyncio.gather(
+            *(self._walk_child(ctx, repository, child, depth) for child in index.manifests)
+        )
+        return [f for found in results for f in found]
+
+    async def _walk_child(self, ctx: Context, repository: str, child: Descriptor,
+                          depth: int) -> list[Finding]:
+        platform = child.platform
+        if child.is_attestation:
+            subject = child.annotations.get("vnd.docker.reference.digest", "?")
+            platform = f"attestation for {_short(subject)}"
+        cctx = ctx.child(f"{platform or 'child'} {_short(child.digest)}", platform)
+
+        async def run() -> list[Finding]:
+            self.counters["manifests"] += 1
+            fetch = await self.client.get_manifest(repository, child.digest)
+            found, manifest, _ = check_manifest(
+                cctx, fetch, requested_digest=child.digest, expected=child,
+                max_bytes=self.client.options.max_manifest_bytes,
+            )
+            if manifest is None:
+                return found
+            return found + await self._subtree(cctx, repository, child.digest, manifest,
+                                               depth + 1)
+
+        return await self._guard(cctx, "manifest GET", child.digest, run)
+
+    async def walk_image(self, ctx: Context, repository: str,
+                         manifest: ImageManifest) -> list[Finding]:
+        """Check the config and every layer of one image manifest."""
+        blobs = [("config", manifest.config)] + [("layer", d) for d in manifest.layers]
+        results = await asyncio.gather(
+            *(self.check_blob(ctx.child(f"{role} {_short(d.digest)}"), repository, d)
+              for role, d in blobs)
+        )
+        return [f for found in results for f in found]
+
+    async def check_blob(self, ctx: Context, repository: str, desc: Descriptor) -> list[Finding]:
+        """Check one blob, once per (repository, digest) for the whole run."""
+        if desc.urls:
+            return [finding(ctx, Kind.FOREIGN_LAYER,
+                            "non-distributable layer with external URLs: not expected in the "
+                            "registry, not checked", severity=Severity.INFO,
+                            digest=desc.digest, media_type=desc.media_type)]
+        key = (repository, desc.digest)
+        task = self._blobs.get(key)
+        if task is None:
+            base = Context(repository, ctx.reference)
+            task = asyncio.ensure_future(self._check_blob_once(base, repository, desc))
+            self._blobs[key] = task
+        return relabel(await task, ctx)
+
+    async def _check_blob_once(self, ctx: Context, repository: str,
+                               desc: Descriptor) -> list[Finding]:
+        self.counters["blobs"] += 1
+
+        async def run() -> list[Finding]:
+            if self.options.deep:
+                stream = await self.client.stream_blob(repository, desc.digest)
+                return check_blob_stream(ctx, desc, stream)
+            head = await self.client.head_blob(repository, desc.digest)
+            found = check_blob_head(ctx, desc, head)
+            if found or desc.size == 0:
+                return found
+            read = await self.client.read_last_byte(repository, desc.digest, desc.size)
+            return check_last_byte(ctx, desc, read)
+
+        return await self._guard(ctx, "blob check", desc.digest, run)
+
+
+def relabel_all(found: list[Finding], ctx: Context) -> list[Finding]:
+    """Relabel a subtree's findings for the context that reached it, keeping deeper chains."""
+    out = []
+    for f in found:
+        chain = list(ctx.chain) + list(f.details.get("chain", []))
+        platform = f.platform or ctx.platform
+        out.append(relabel([f], Context(ctx.repository, ctx.reference, platform,
+                                         tuple(chain)))[0])
+    return out
