@@ -268,3 +268,83 @@ def test_human_output_and_output_file(registry: RegistryServer, tmp_path: Path) 
                                 "--output", str(out))
     assert code == 1 and report == {}
     assert json.loads(out.read_text())["summary"]["defects_by_kind"] == {"blob_missing": 1}
+
+
+# -- authentication against the real registry (htpasswd Basic) -----------------------------------
+
+# bcrypt("s3cret", cost 5); the registry accepts only bcrypt entries.
+HTPASSWD_LINE = "tester:$2b$05$abcdefghijklmnopqrstuuLK7U1u6pVRmL7L1BBM2aS35PSZnDXlK\n"
+PASSWORD = "s3cret"
+
+
+@pytest.fixture
+def basic_registry(tmp_path: Path, registry_bin: str) -> Any:
+    """A registry behind htpasswd Basic auth holding one image."""
+    htpasswd = tmp_path / "htpasswd"
+    htpasswd.write_text(HTPASSWD_LINE)
+    server = RegistryServer(htpasswd=htpasswd, workdir=tmp_path / "reg", registry_bin=registry_bin)
+    server.start()
+    try:
+        push_index(server, "private/app", "v1", auth=("tester", PASSWORD))
+        yield server
+    finally:
+        server.stop()
+
+
+def _assert_secret_absent(*texts: str) -> None:
+    import base64
+
+    encoded = base64.b64encode(f"tester:{PASSWORD}".encode()).decode()
+    for text in texts:
+        assert PASSWORD not in text and encoded not in text
+
+
+def test_basic_auth_password_stdin(basic_registry: RegistryServer, tmp_path: Path) -> None:
+    ref = f"{basic_registry.host}/private/app:v1"
+    code, report, stderr = regverify("image", ref, "--plain-http", "--username", "tester",
+                                     "--password-stdin", stdin=PASSWORD + "\n",
+                                     env={"DOCKER_CONFIG": str(tmp_path)})
+    assert code == 0, report
+    _assert_secret_absent(json.dumps(report), stderr)
+
+
+def test_basic_auth_from_environment(basic_registry: RegistryServer, tmp_path: Path) -> None:
+    code, report, stderr = regverify(
+        "image", f"{basic_registry.host}/private/app:v1", "--plain-http",
+        env={"REGVERIFY_USERNAME": "tester", "REGVERIFY_PASSWORD": PASSWORD,
+             "DOCKER_CONFIG": str(tmp_path)})
+    assert code == 0, report
+    _assert_secret_absent(json.dumps(report), stderr)
+
+
+def test_basic_auth_from_docker_config(basic_registry: RegistryServer, tmp_path: Path) -> None:
+    import base64
+
+    auth = base64.b64encode(f"tester:{PASSWORD}".encode()).decode()
+    (tmp_path / "config.json").write_text(json.dumps({"auths": {basic_registry.host: {"auth": auth}}}))
+    code, report, stderr = regverify("image", f"{basic_registry.host}/private/app:v1",
+                                     "--plain-http", env={"DOCKER_CONFIG": str(tmp_path)})
+    assert code == 0, report
+    _assert_secret_absent(json.dumps(report), stderr)
+
+
+@pytest.mark.parametrize("password", [None, "wrong"], ids=["anonymous", "wrong-password"])
+def test_refused_credentials_are_incomplete(
+    basic_registry: RegistryServer, tmp_path: Path, password: str | None
+) -> None:
+    env = {"DOCKER_CONFIG": str(tmp_path)}
+    if password:
+        env |= {"REGVERIFY_USERNAME": "tester", "REGVERIFY_PASSWORD": password}
+    code, report, stderr = regverify("image", f"{basic_registry.host}/private/app:v1",
+                                     "--plain-http", env=env)
+    assert code == 3, (report, stderr)
+    assert {f["kind"] for f in report["findings"]} == {"auth_failed"}
+    assert report["images"][0]["status"] == "error"
+
+
+def test_unreadable_docker_config_is_usage_error(registry: RegistryServer, tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text("{not json")
+    code, _, stderr = regverify("image", f"{registry.host}/a:b", "--plain-http",
+                                env={"DOCKER_CONFIG": str(tmp_path)})
+    assert code == 2
+    assert "docker config" in stderr and "Traceback" not in stderr
