@@ -29,7 +29,7 @@ venv: $(PY)
 deps: system-deps venv
 
 lint: deps
-	$(VENV)/bin/ruff check verifier tests bench examples
+	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy verifier
 
 test: lint
