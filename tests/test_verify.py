@@ -78,7 +78,8 @@ def test_healthy_images_of_every_kind_verify_clean(
         assert code == 0, (name, report["findings"])
         assert report["images"][0]["status"] == "ok"
         assert report["images"][0]["digest"] == pushed.digest
-        assert report["images"][0]["reference"] == f"{registry.host}/{pushed.repository}:{pushed.tag}"
+        full = f"{registry.host}/{pushed.repository}:{pushed.tag}"
+        assert report["images"][0]["reference"] == full
         assert skopeo_ok(registry, f"{pushed.repository}:{pushed.tag}", tmp_path)
     index = images["oci-index"]
     assert isinstance(index, PushedIndex)
@@ -97,7 +98,9 @@ def test_by_digest_and_tag_plus_digest(registry: RegistryServer, images: dict[st
     assert code == 0
 
 
-def test_wrong_digest_for_a_tag_is_missing(registry: RegistryServer, images: dict[str, Any]) -> None:
+def test_wrong_digest_for_a_tag_is_missing(
+    registry: RegistryServer, images: dict[str, Any]
+) -> None:
     other = images["oci"].digest
     code, report = verify(registry, f"{images['docker'].repository}@{other}")
     assert code == 1
@@ -321,7 +324,8 @@ def test_basic_auth_from_docker_config(basic_registry: RegistryServer, tmp_path:
     import base64
 
     auth = base64.b64encode(f"tester:{PASSWORD}".encode()).decode()
-    (tmp_path / "config.json").write_text(json.dumps({"auths": {basic_registry.host: {"auth": auth}}}))
+    config = {"auths": {basic_registry.host: {"auth": auth}}}
+    (tmp_path / "config.json").write_text(json.dumps(config))
     code, report, stderr = regverify("image", f"{basic_registry.host}/private/app:v1",
                                      "--plain-http", env={"DOCKER_CONFIG": str(tmp_path)})
     assert code == 0, report
