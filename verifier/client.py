@@ -14,7 +14,7 @@ import random
 import ssl
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -411,7 +411,7 @@ class RegistryClient:
             received = 0
             limit = 1 if status == 206 else size
             try:
-                async for chunk in response.aiter_raw(_STREAM_CHUNK):
+                async for chunk in _raw_chunks(response):
                     received += len(chunk)
                     if status not in (200, 206) or received > limit:
                         break
@@ -437,7 +437,7 @@ class RegistryClient:
             hasher = hashlib.sha256()
             size = 0
             try:
-                async for chunk in response.aiter_raw(_STREAM_CHUNK):
+                async for chunk in _raw_chunks(response):
                     hasher.update(chunk)
                     size += len(chunk)
             except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
@@ -462,6 +462,15 @@ class RegistryClient:
                 return JsonPage(200, None, link, error="response is not JSON")
 
         return await self._exchange("GET", path, handle, params=params)
+
+
+async def _raw_chunks(response: httpx.Response) -> AsyncIterator[bytes]:
+    """The body as sent (no content decoding), also for responses built in memory by mocks."""
+    if response.is_stream_consumed:
+        yield response.content
+        return
+    async for chunk in response.aiter_raw(_STREAM_CHUNK):
+        yield chunk
 
 
 async def _read_capped(response: httpx.Response, cap: int) -> bytes:

@@ -83,47 +83,53 @@ class Walker:
             resolved[0] = digest
             if manifest is None or digest is None:
                 return found
-            return found + await self._subtree(ctx, repository, digest, manifest, depth=0)
+            return found + await self._subtree(ctx, repository, digest, manifest, ())
 
         found = await self._guard(ctx, "manifest GET", requested, run)
         return TagResult(resolved[0], found)
 
     async def _subtree(self, ctx: Context, repository: str, digest: str,
                        manifest: ImageIndex | ImageManifest | Schema1Manifest,
-                       depth: int) -> list[Finding]:
+                       ancestors: tuple[str, ...]) -> list[Finding]:
         """Walk below an already-fetched manifest once per (repository, digest)."""
+        if digest in ancestors:
+            # Only a registry serving bodies that do not match their digests can make a cycle;
+            # waiting on our own memo entry would hang, so report it instead.
+            return [finding(ctx, Kind.MANIFEST_INVALID, "index refers back to itself (cycle)",
+                            digest=digest)]
+        ancestors = (*ancestors, digest)
         key = (repository, digest)
         task = self._manifests.get(key)
         if task is None:
             base = Context(repository, ctx.reference)
-            task = asyncio.ensure_future(self._walk_body(base, repository, manifest, depth))
+            task = asyncio.ensure_future(self._walk_body(base, repository, manifest, ancestors))
             self._manifests[key] = task
         return relabel_all(await task, ctx)
 
     async def _walk_body(self, ctx: Context, repository: str,
                          manifest: ImageIndex | ImageManifest | Schema1Manifest,
-                         depth: int) -> list[Finding]:
+                         ancestors: tuple[str, ...]) -> list[Finding]:
         if isinstance(manifest, Schema1Manifest):
             return [finding(ctx, Kind.SCHEMA1_UNVERIFIED,
                             "schema1 manifest: deprecated, its blobs are not verified",
                             severity=Severity.WARNING, media_type=manifest.media_type)]
         if isinstance(manifest, ImageIndex):
-            return await self.walk_index(ctx, repository, manifest, depth)
+            return await self.walk_index(ctx, repository, manifest, ancestors)
         return await self.walk_image(ctx, repository, manifest)
 
     async def walk_index(self, ctx: Context, repository: str, index: ImageIndex,
-                         depth: int) -> list[Finding]:
+                         ancestors: tuple[str, ...]) -> list[Finding]:
         """Walk every child of an index, attestation manifests and nested indexes included."""
-        if depth >= MAX_INDEX_DEPTH:
+        if len(ancestors) > MAX_INDEX_DEPTH:
             return [finding(ctx, Kind.MANIFEST_INVALID,
                             f"indexes nested deeper than {MAX_INDEX_DEPTH} levels (a cycle?)")]
         results = await asyncio.gather(
-            *(self._walk_child(ctx, repository, child, depth) for child in index.manifests)
+            *(self._walk_child(ctx, repository, child, ancestors) for child in index.manifests)
         )
         return [f for found in results for f in found]
 
     async def _walk_child(self, ctx: Context, repository: str, child: Descriptor,
-                          depth: int) -> list[Finding]:
+                          ancestors: tuple[str, ...]) -> list[Finding]:
         platform = child.platform
         if child.is_attestation:
             subject = child.annotations.get("vnd.docker.reference.digest", "?")
@@ -140,7 +146,7 @@ class Walker:
             if manifest is None:
                 return found
             return found + await self._subtree(cctx, repository, child.digest, manifest,
-                                               depth + 1)
+                                               ancestors)
 
         return await self._guard(cctx, "manifest GET", child.digest, run)
 
