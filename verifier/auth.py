@@ -21,9 +21,11 @@ from pathlib import Path
 import httpx
 
 from verifier.errors import AuthRefused, CredentialsError, RegistryUnreachable
-from verifier.reference import DOCKER_HUB
+from verifier.reference import DOCKER_HUB, DOCKER_HUB_API_HOST
 
 _DOCKER_HUB_CONFIG_KEYS = ("https://index.docker.io/v1/", "index.docker.io", "docker.io")
+#: Every name Docker Hub goes by: the CLI looks credentials up by the API host it talks to.
+_DOCKER_HUB_HOSTS = frozenset({DOCKER_HUB, DOCKER_HUB_API_HOST, "index.docker.io"})
 _CHALLENGE_PARAM = re.compile(r'(\w+)=(?:"([^"]*)"|([^,\s]*))')
 _REPO_PATH = re.compile(r"^/v2/(.+?)/(?:manifests|blobs|tags)/")
 
@@ -41,11 +43,14 @@ class Credentials:
 
 
 def _decode_auth_field(value: str, host: str) -> Credentials:
+    # Strict like Docker's decodeAuth: lenient base64 would turn garbage into empty credentials.
     try:
-        user, _, password = base64.b64decode(value).decode().partition(":")
+        user, colon, password = base64.b64decode(value, validate=True).decode().partition(":")
     except (ValueError, UnicodeDecodeError):
         message = f"docker config: the 'auth' entry for {host} is not base64"
         raise CredentialsError(message) from None
+    if not colon or not user:
+        raise CredentialsError(f"docker config: the 'auth' entry for {host} is not user:password")
     return Credentials(user, password)
 
 
@@ -88,7 +93,7 @@ def credentials_from_docker_config(host: str, path: Path) -> Credentials | None:
         raise CredentialsError(f"cannot read docker config {path}: {type(exc).__name__}") from None
     if not isinstance(config, dict):
         raise CredentialsError(f"docker config {path} is not a JSON object")
-    keys = _DOCKER_HUB_CONFIG_KEYS if host == DOCKER_HUB else (host, f"https://{host}")
+    keys = _DOCKER_HUB_CONFIG_KEYS if host in _DOCKER_HUB_HOSTS else (host, f"https://{host}")
     helpers = config.get("credHelpers") or {}
     for key in keys:
         if isinstance(helpers, dict) and isinstance(helpers.get(key), str):
@@ -227,7 +232,7 @@ class RegistryAuth(httpx.Auth):
             data = response.json()
             value = data.get("token") or data.get("access_token")
             expires_in = int(data.get("expires_in") or 60)
-        except (ValueError, AttributeError, TypeError):
+        except (ValueError, AttributeError, TypeError, OverflowError):
             raise AuthRefused("token service answered with unparseable JSON") from None
         if not isinstance(value, str) or not value:
             raise AuthRefused("token service answered without a token")

@@ -7,9 +7,13 @@ Nothing below this module prints or exits; everything returns a `Report` or rais
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 import sys
+import time
 import traceback
 from collections.abc import Callable, Coroutine
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -18,10 +22,25 @@ import typer
 from verifier.auth import resolve_credentials
 from verifier.client import ClientOptions
 from verifier.errors import ExitCode, UsageError, VerifierError
+from verifier.exporter import (
+    DEFAULT_INTERVAL,
+    DEFAULT_LISTEN,
+    Exporter,
+    parse_duration,
+    parse_listen,
+    serve,
+)
 from verifier.findings import Report
 from verifier.manifest import DEFAULT_MAX_MANIFEST_BYTES
-from verifier.reference import parse_reference
+from verifier.metrics_output import DEFAULT_JOB, MetricsOutput
+from verifier.plugin import parse_images, registries_of, settings_from_env, verify_images
+from verifier.progress import ScanProgress
+from verifier.reference import ImageReference, parse_reference, parse_registry
 from verifier.reporters import Format, write_report
+from verifier.reporters.prometheus import DEFAULT_MAX_BROKEN_SERIES, Identity
+from verifier.scan import Filters, ScanOptions, parse_shard, read_repos_file, verify_registry
+from verifier.settle import PLUGIN_DEFAULT_SETTLE, verify_settled
+from verifier.storage.cli import fs_app
 from verifier.verify import RunOptions, verify_image
 from verifier.walk import WalkOptions
 
@@ -56,6 +75,28 @@ MaxManifest = Annotated[
     int, typer.Option("--max-manifest-bytes", min=1024, help="Refuse manifests above this size.")
 ]
 Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Tracebacks on errors.")]
+# Metrics outputs, on every command (issue 5; names and rules in docs/metrics.md).
+TextfileOpt = Annotated[
+    Path | None,
+    typer.Option("--textfile", help="Also write Prometheus metrics to this file, atomically "
+                 "(node_exporter textfile collector), even when the run cannot complete."),
+]
+PushgatewayOpt = Annotated[
+    str | None,
+    typer.Option("--pushgateway", help="Also push Prometheus metrics to this Pushgateway URL "
+                 "(grouping key: registry, and shard)."),
+]
+PushJobOpt = Annotated[str, typer.Option("--push-job", help="Pushgateway job name.")]
+MaxBrokenSeries = Annotated[
+    int,
+    typer.Option("--max-broken-series", min=0,
+                 help="At most this many regverify_image_broken series; the rest is counted."),
+]
+Settle = Annotated[
+    float,
+    typer.Option("--settle", min=0, max=3600, help="Re-verify a not-found verdict for up to "
+                 "this many seconds (eventually consistent storage right after a push)."),
+]
 
 
 def _fail(message: str, code: ExitCode) -> typer.Exit:
@@ -64,26 +105,60 @@ def _fail(message: str, code: ExitCode) -> typer.Exit:
 
 
 def run_command(body: Callable[[], Coroutine[Any, Any, Report]], fmt: Format,
-                output: Path | None, verbose: bool) -> None:
-    """Run a coroutine producing a Report, write it, exit with its code (or the error's)."""
+                output: Path | None, verbose: bool, metrics: MetricsOutput | None = None) -> None:
+    """Run a coroutine producing a Report, write it, exit with its code (or the error's).
+
+    With `metrics`, the metrics outputs (`--textfile`, `--pushgateway`) record the run too,
+    including a run that raised: that is when `regverify_catalog_accessible 0` matters most.
+    """
+    started = time.monotonic()
     try:
         report = asyncio.run(body())
     except VerifierError as exc:
         if verbose:
             traceback.print_exc()
+        _record_failure(metrics, started)
         raise _fail(str(exc), exc.exit_code) from None
     except KeyboardInterrupt:
         raise _fail("interrupted", ExitCode.INCOMPLETE) from None
     except Exception as exc:  # a bug must still honour the contract: exit 3, one line
         if verbose:
             traceback.print_exc()
+        _record_failure(metrics, started)
         raise _fail(f"internal error: {type(exc).__name__}: {exc} (rerun with --verbose)",
                     ExitCode.INCOMPLETE) from None
+    failure: typer.Exit | None = None
     try:
-        write_report(report, fmt, output)
+        reporter = metrics.reporter() if metrics and fmt is Format.PROMETHEUS else None
+        write_report(report, fmt, output, reporter)
     except OSError as exc:
-        raise _fail(f"cannot write report to {output}: {exc.strerror}", ExitCode.USAGE) from None
+        failure = _fail(f"cannot write report to {output}: {exc.strerror}", ExitCode.USAGE)
+    if metrics is not None and metrics.enabled:
+        try:
+            metrics.emit(report)
+        except VerifierError as exc:
+            # Unattended probes must not look healthy when their metrics were lost.
+            failure = failure or _fail(str(exc), exc.exit_code)
+    if failure is not None:
+        raise failure
     raise typer.Exit(int(report.exit_code))
+
+
+def _record_failure(metrics: MetricsOutput | None, started: float) -> None:
+    """Record a run that raised; a metrics error is shown, but the run's own error decides."""
+    if metrics is None or not metrics.enabled:
+        return
+    try:
+        metrics.emit_failure(time.monotonic() - started)
+    except VerifierError as exc:
+        typer.echo(f"regverify: error: {exc}", err=True)
+
+
+def metrics_output(identity: Identity, textfile: Path | None, pushgateway: str | None,
+                   push_job: str, max_broken_series: int) -> MetricsOutput:
+    """The metrics outputs of a command, labelled before the run so a failure can be recorded."""
+    return MetricsOutput(identity, textfile=textfile, pushgateway=pushgateway or None,
+                         job=push_job, max_broken_series=max_broken_series)
 
 
 def build_run_options(
@@ -103,6 +178,10 @@ def build_run_options(
     max_rps: float | None = None,
 ) -> RunOptions:
     """Client, walk and credential settings from the shared command-line options."""
+    port = host.rpartition(":")[2] if not host.endswith("]") else ""
+    if port.isdigit() and not 0 < int(port) < 65536:
+        # The reference grammar allows any digits; the socket layer would crash on them.
+        raise UsageError(f"invalid registry {host!r}: port must be 1-65535")
     if ca_cert is not None and not ca_cert.is_file():
         raise UsageError(f"--ca-cert {ca_cert}: no such file")
     password = None
@@ -145,6 +224,11 @@ def image_command(
     retries: Retries = 4,
     deadline: Deadline = None,
     max_manifest_bytes: MaxManifest = DEFAULT_MAX_MANIFEST_BYTES,
+    settle: Settle = 0.0,
+    textfile: TextfileOpt = None,
+    pushgateway: PushgatewayOpt = None,
+    push_job: PushJobOpt = DEFAULT_JOB,
+    max_broken_series: MaxBrokenSeries = DEFAULT_MAX_BROKEN_SERIES,
     verbose: Verbose = False,
 ) -> None:
     """Verify one image end to end: manifest, every index child, every config and layer."""
@@ -160,7 +244,235 @@ def image_command(
         raise _fail(str(exc), exc.exit_code) from None
     if sys.stderr.isatty() and fmt is Format.HUMAN and output is None:
         typer.echo(f"verifying {ref} ...", err=True)
-    run_command(lambda: verify_image(ref, options), fmt, output, verbose)
+    metrics = metrics_output(Identity(ref.registry, "image"), textfile, pushgateway, push_job,
+                             max_broken_series)
+    run_command(lambda: verify_settled(lambda: verify_image(ref, options), settle),
+                fmt, output, verbose, metrics)
+
+
+RepoGlobs = Annotated[
+    list[str] | None,
+    typer.Option("--repo", help="Only repositories matching this glob (repeatable). A plain "
+                 "name is also scanned when the catalog is refused or not read."),
+]
+ExcludeRepoGlobs = Annotated[
+    list[str] | None,
+    typer.Option("--exclude-repo", help="Skip repositories matching this glob (repeatable)."),
+]
+TagGlobs = Annotated[
+    list[str] | None, typer.Option("--tag", help="Only tags matching this glob (repeatable).")
+]
+ExcludeTagGlobs = Annotated[
+    list[str] | None,
+    typer.Option("--exclude-tag", help="Skip tags matching this glob (repeatable)."),
+]
+ReposFrom = Annotated[
+    Path | None,
+    typer.Option("--repos-from", help="File of repository names, one a line; each acts as "
+                 "--repo NAME."),
+]
+NoCatalog = Annotated[
+    bool,
+    typer.Option("--no-catalog", help="Do not read /v2/_catalog: scan only the names from "
+                 "--repos-from and plain --repo."),
+]
+ShardOpt = Annotated[
+    str | None,
+    typer.Option("--shard", help="I/N: scan only slice I (0-based) of N; auto/N takes I from "
+                 "$JOB_COMPLETION_INDEX."),
+]
+MaxRps = Annotated[
+    float | None, typer.Option("--max-rps", min=0.1, help="At most this many requests a second.")
+]
+
+
+@app.command("scan")
+def scan_command(
+    registry: Annotated[str, typer.Argument(help="host[:port] of the registry to scan")],
+    repo: RepoGlobs = None,
+    exclude_repo: ExcludeRepoGlobs = None,
+    tag: TagGlobs = None,
+    exclude_tag: ExcludeTagGlobs = None,
+    repos_from: ReposFrom = None,
+    no_catalog: NoCatalog = False,
+    shard: ShardOpt = None,
+    plain_http: PlainHttp = False,
+    insecure: Insecure = False,
+    ca_cert: CaCert = None,
+    username: Username = None,
+    password_stdin: PasswordStdin = False,
+    fmt: FormatOpt = Format.HUMAN,
+    output: OutputOpt = None,
+    concurrency: Concurrency = 8,
+    max_rps: MaxRps = None,
+    deep: Deep = False,
+    timeout: Timeout = 30.0,
+    retries: Retries = 4,
+    deadline: Deadline = None,
+    max_manifest_bytes: MaxManifest = DEFAULT_MAX_MANIFEST_BYTES,
+    textfile: TextfileOpt = None,
+    pushgateway: PushgatewayOpt = None,
+    push_job: PushJobOpt = DEFAULT_JOB,
+    max_broken_series: MaxBrokenSeries = DEFAULT_MAX_BROKEN_SERIES,
+    verbose: Verbose = False,
+) -> None:
+    """Verify every image of a registry: catalog, tags, then the checks of `image` for each."""
+    try:
+        host = parse_registry(registry)
+        names = list(repo or []) + (read_repos_file(repos_from) if repos_from else [])
+        filters = Filters.build(names, exclude_repo or [], tag or [], exclude_tag or [])
+        if no_catalog and not filters.explicit_repositories:
+            raise UsageError("--no-catalog needs repository names (--repos-from or --repo NAME)")
+        scan = ScanOptions(
+            filters=filters,
+            shard=parse_shard(shard) if shard is not None else None,
+            use_catalog=not no_catalog,
+            repository_workers=concurrency,
+            images_in_flight=max(4, 2 * concurrency),
+        )
+        options = build_run_options(
+            ImageReference(host, "x").api_host, plain_http=plain_http, insecure=insecure,
+            ca_cert=ca_cert, username=username, password_stdin=password_stdin,
+            concurrency=concurrency, timeout=timeout, retries=retries, deadline=deadline,
+            max_manifest_bytes=max_manifest_bytes, deep=deep, max_rps=max_rps,
+        )
+    except VerifierError as exc:
+        raise _fail(str(exc), exc.exit_code) from None
+    progress = ScanProgress(host)  # draws only when stderr is a terminal
+    metrics = metrics_output(Identity(host, "scan", str(scan.shard) if scan.shard else None),
+                             textfile, pushgateway, push_job, max_broken_series)
+    run_command(lambda: verify_registry(host, options, scan, progress), fmt, output, verbose,
+                metrics)
+
+
+Interval = Annotated[
+    str, typer.Option("--interval", help="Time between scan starts: 15m, 90s, 1h30m or seconds.")
+]
+Listen = Annotated[
+    str, typer.Option("--listen", help="HOST:PORT for /metrics and /healthz (:PORT: every "
+                      "interface).")
+]
+
+
+def build_scan_options(repo: list[str] | None, exclude_repo: list[str] | None,
+                       tag: list[str] | None, exclude_tag: list[str] | None,
+                       repos_from: Path | None, no_catalog: bool, shard: str | None,
+                       concurrency: int) -> ScanOptions:
+    """What a scan covers, from the scan selection options (UsageError on a bad one)."""
+    names = list(repo or []) + (read_repos_file(repos_from) if repos_from else [])
+    filters = Filters.build(names, exclude_repo or [], tag or [], exclude_tag or [])
+    if no_catalog and not filters.explicit_repositories:
+        raise UsageError("--no-catalog needs repository names (--repos-from or --repo NAME)")
+    return ScanOptions(
+        filters=filters,
+        shard=parse_shard(shard) if shard is not None else None,
+        use_catalog=not no_catalog,
+        repository_workers=concurrency,
+        images_in_flight=max(4, 2 * concurrency),
+    )
+
+
+@app.command("serve")
+def serve_command(
+    registry: Annotated[str, typer.Argument(help="host[:port] of the registry to scan")],
+    interval: Interval = DEFAULT_INTERVAL,
+    listen: Listen = DEFAULT_LISTEN,
+    repo: RepoGlobs = None,
+    exclude_repo: ExcludeRepoGlobs = None,
+    tag: TagGlobs = None,
+    exclude_tag: ExcludeTagGlobs = None,
+    repos_from: ReposFrom = None,
+    no_catalog: NoCatalog = False,
+    shard: ShardOpt = None,
+    plain_http: PlainHttp = False,
+    insecure: Insecure = False,
+    ca_cert: CaCert = None,
+    username: Username = None,
+    password_stdin: PasswordStdin = False,
+    concurrency: Concurrency = 8,
+    max_rps: MaxRps = None,
+    deep: Deep = False,
+    timeout: Timeout = 30.0,
+    retries: Retries = 4,
+    deadline: Deadline = None,
+    max_manifest_bytes: MaxManifest = DEFAULT_MAX_MANIFEST_BYTES,
+    max_broken_series: MaxBrokenSeries = DEFAULT_MAX_BROKEN_SERIES,
+    verbose: Verbose = False,
+) -> None:
+    """Exporter: scan on a schedule (first at start-up, never overlapping), serve /metrics."""
+    try:
+        host = parse_registry(registry)
+        every = parse_duration(interval)
+        address = parse_listen(listen)
+        scan = build_scan_options(repo, exclude_repo, tag, exclude_tag, repos_from, no_catalog,
+                                  shard, concurrency)
+        options = build_run_options(
+            ImageReference(host, "x").api_host, plain_http=plain_http, insecure=insecure,
+            ca_cert=ca_cert, username=username, password_stdin=password_stdin,
+            concurrency=concurrency, timeout=timeout, retries=retries, deadline=deadline,
+            max_manifest_bytes=max_manifest_bytes, deep=deep, max_rps=max_rps,
+        )
+    except VerifierError as exc:
+        raise _fail(str(exc), exc.exit_code) from None
+    # Our own logger only: httpx logs every request at INFO, which would drown the scan lines.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s regverify serve: %(message)s"))
+    logger = logging.getLogger("regverify")
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG if verbose else logging.INFO)
+    identity = Identity(host, "scan", str(scan.shard) if scan.shard else None)
+    exporter = Exporter(lambda: verify_registry(host, options, scan), identity, every,
+                        max_broken_series=max_broken_series)
+    try:
+        serve(exporter, address)
+    except VerifierError as exc:
+        raise _fail(str(exc), exc.exit_code) from None
+
+
+@app.command("plugin")
+def plugin_command(
+    settle: Annotated[
+        float | None,
+        typer.Option("--settle", min=0, max=3600,
+                     help="Re-verify a not-found verdict for up to this many seconds "
+                     f"[default: $PLUGIN_SETTLE or {PLUGIN_DEFAULT_SETTLE:g}]."),
+    ] = None,
+    verbose: Verbose = False,
+) -> None:
+    """Woodpecker CI plugin: verify $PLUGIN_IMAGE with settings from PLUGIN_* variables."""
+    try:
+        settings = settings_from_env(os.environ)
+        if settle is not None:
+            settings = replace(settings, settle=settle)
+        refs = parse_images(settings.images)
+        options: dict[str, RunOptions] = {}
+        for ref in refs:
+            if ref.api_host in options:
+                continue
+            host_options = build_run_options(
+                ref.api_host, plain_http=settings.plain_http, insecure=settings.insecure,
+                ca_cert=settings.ca_cert, username=None, password_stdin=False,
+                concurrency=settings.concurrency, timeout=settings.timeout,
+                retries=settings.retries, deadline=None,
+                max_manifest_bytes=DEFAULT_MAX_MANIFEST_BYTES, deep=settings.deep,
+            )
+            if settings.username is not None:
+                host_options = replace(host_options, credentials=resolve_credentials(
+                    ref.api_host, username=settings.username, password=settings.password))
+            options[ref.api_host] = host_options
+    except VerifierError as exc:
+        raise _fail(str(exc), exc.exit_code) from None
+    metrics = metrics_output(Identity(registries_of(refs), "image"), settings.textfile,
+                             settings.pushgateway, settings.push_job, DEFAULT_MAX_BROKEN_SERIES)
+    run_command(
+        lambda: verify_images(refs, lambda ref: verify_image(ref, options[ref.api_host]),
+                              settings.settle),
+        settings.fmt, settings.output, verbose, metrics,
+    )
+
+
+# Filesystem mode: `regverify fs scan|fix|restore` (verifier/storage/cli.py).
+app.add_typer(fs_app, name="fs")
 
 
 def main() -> None:

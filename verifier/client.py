@@ -26,7 +26,10 @@ from verifier.errors import IncompleteError, RegistryUnreachable, UsageError
 from verifier.manifest import ACCEPT, DEFAULT_MAX_MANIFEST_BYTES
 
 RETRYABLE_STATUS = frozenset({408, 429, 502, 503, 504})
-_STREAM_CHUNK = 1 << 20
+#: A full blob read (`--deep`) may take `--timeout` plus one second per this many bytes; a
+#: server that trickles bytes slower than that is given up on (and retried) rather than waited on
+#: forever.
+STREAM_MIN_RATE = 64 * 1024
 T = TypeVar("T")
 
 
@@ -144,12 +147,18 @@ class _Retryable(Exception):
         self.result = result
 
 
+def _is_decimal(text: str) -> bool:
+    # str.isdigit() also accepts "²" and other Unicode digits that int() refuses: a header
+    # decoded as latin-1 must not crash the client.
+    return text.isascii() and text.isdigit()
+
+
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
     """`Retry-After` as seconds from now: either delta-seconds or an HTTP date."""
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if _is_decimal(value):
         return float(value)
     try:
         when = email.utils.parsedate_to_datetime(value)
@@ -165,13 +174,13 @@ def _error_codes(body: bytes) -> tuple[str, ...]:
     try:
         data = json.loads(body)
         return tuple(str(e.get("code")) for e in data.get("errors", []) if isinstance(e, dict))
-    except (ValueError, AttributeError, TypeError):
+    except (ValueError, AttributeError, TypeError, RecursionError):
         return ()
 
 
 def _int_header(response: httpx.Response, name: str) -> int | None:
     value = response.headers.get(name)
-    if value is None or not value.strip().isdigit():
+    if value is None or not _is_decimal(value.strip()):
         return None
     return int(value)
 
@@ -181,7 +190,7 @@ def _content_range_total(value: str | None) -> int | None:
     if not value or "/" not in value:
         return None
     total = value.rsplit("/", 1)[1].strip()
-    return int(total) if total.isdigit() else None
+    return int(total) if _is_decimal(total) else None
 
 
 def _is_tls_failure(exc: BaseException) -> bool:
@@ -287,8 +296,14 @@ class RegistryClient:
         *,
         headers: dict[str, str] | None = None,
         params: dict[str, str] | None = None,
+        budget: float | None = None,
     ) -> T:
-        """Send one logical request with retries; `handle` reads the streamed response."""
+        """Send one logical request with retries; `handle` reads the streamed response.
+
+        Each attempt, headers and body together, must finish within `budget` seconds and within
+        what is left of the deadline: httpx's timeout is per read, so a server trickling one
+        byte at a time would otherwise hold a request open forever (issue 6, hostile input).
+        """
         attempts = self.options.retries + 1
         last: _Retryable | None = None
         for attempt in range(1, attempts + 1):
@@ -299,7 +314,15 @@ class RegistryClient:
                 async with self._slots:
                     if self._limiter:
                         await self._limiter.wait()
-                    return await self._attempt(method, url, handle, headers, params)
+                    limit = _smallest(budget, self._deadline_left())
+                    try:
+                        async with asyncio.timeout(limit):
+                            return await self._attempt(method, url, handle, headers, params)
+                    except TimeoutError:
+                        raise _Retryable(
+                            f"no complete answer within {limit:.1f}s" if limit is not None
+                            else "timed out"
+                        ) from None
             except _Retryable as exc:
                 last = exc
             if attempt < attempts:
@@ -331,6 +354,12 @@ class RegistryClient:
         try:
             request = self._http.build_request(method, url, headers=headers, params=params)
             response = await self._http.send(request, stream=True)
+        except httpx.TooManyRedirects:
+            # A definite answer (the redirects loop), not a transient one: no retry, and not a
+            # verdict on the object either.
+            self.requests_by_code["error"] += 1
+            raise RequestFailed(f"{method} {url}: too many redirects (a redirect loop?)",
+                                method=method, url=url, status=None) from None
         except httpx.TransportError as exc:
             self.requests_by_code["error"] += 1
             if _is_tls_failure(exc):
@@ -348,6 +377,10 @@ class RegistryClient:
                     retry_after=parse_retry_after(response.headers.get("retry-after")),
                 )
             return await handle(response)
+        except (httpx.TransportError, httpx.DecodingError) as exc:
+            # The headers came but the body stalled past the read timeout, or cannot be decoded
+            # (a `Content-Encoding` that lies): transient as far as we can tell, never a verdict.
+            raise _Retryable(f"{type(exc).__name__} while reading the body") from None
         finally:
             await response.aclose()
 
@@ -359,7 +392,7 @@ class RegistryClient:
             return response.status_code
 
         try:
-            return await self._exchange("GET", "/v2/", handle)
+            return await self._exchange("GET", "/v2/", handle, budget=self.options.timeout)
         except RequestFailed as exc:
             raise RegistryUnreachable(f"registry {self.host} unreachable: {exc}") from None
 
@@ -388,7 +421,8 @@ class RegistryClient:
             return ManifestFetch(status, body=body, **common)
 
         return await self._exchange(
-            "GET", f"/v2/{repository}/manifests/{ref}", handle, headers={"Accept": ACCEPT}
+            "GET", f"/v2/{repository}/manifests/{ref}", handle, headers={"Accept": ACCEPT},
+            budget=self.options.timeout,
         )
 
     async def head_blob(self, repository: str, digest: str) -> BlobHead:
@@ -400,7 +434,8 @@ class RegistryClient:
                 response.headers.get("docker-content-digest"),
             )
 
-        return await self._exchange("HEAD", f"/v2/{repository}/blobs/{digest}", handle)
+        return await self._exchange("HEAD", f"/v2/{repository}/blobs/{digest}", handle,
+                                    budget=self.options.timeout)
 
     async def read_last_byte(self, repository: str, digest: str, size: int) -> RangeRead:
         """GET `bytes=size-1-size-1` and count the bytes that really arrive."""
@@ -425,10 +460,16 @@ class RegistryClient:
             f"/v2/{repository}/blobs/{digest}",
             handle,
             headers={"Range": f"bytes={size - 1}-{size - 1}"},
+            budget=self.options.timeout,
         )
 
-    async def stream_blob(self, repository: str, digest: str) -> BlobStream:
-        """GET a whole blob, hashing it as it streams (never held in memory)."""
+    async def stream_blob(self, repository: str, digest: str,
+                          expected_size: int | None = None) -> BlobStream:
+        """GET a whole blob, hashing it as it streams (never held in memory).
+
+        With `expected_size`, reading stops once the body is longer than that (an endless body
+        cannot keep us busy) and the attempt may take `--timeout` plus size / STREAM_MIN_RATE.
+        """
         async def handle(response: httpx.Response) -> BlobStream:
             status = response.status_code
             declared = _int_header(response, "content-length")
@@ -440,12 +481,16 @@ class RegistryClient:
                 async for chunk in _raw_chunks(response):
                     hasher.update(chunk)
                     size += len(chunk)
+                    if expected_size is not None and size > expected_size:
+                        break  # already too long: a size mismatch, whatever follows
             except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
                 result = BlobStream(status, size, None, declared, truncated=True)
                 raise _Retryable(f"body cut short: {type(exc).__name__}", result=result) from None
             return BlobStream(status, size, "sha256:" + hasher.hexdigest(), declared)
 
-        return await self._exchange("GET", f"/v2/{repository}/blobs/{digest}", handle)
+        budget = self.options.timeout + (expected_size or 0) / STREAM_MIN_RATE
+        return await self._exchange("GET", f"/v2/{repository}/blobs/{digest}", handle,
+                                    budget=budget if expected_size is not None else None)
 
     async def get_json(self, path: str, params: dict[str, str] | None = None) -> JsonPage:
         """GET a JSON API page (catalog, tag list) with its `Link` header."""
@@ -458,10 +503,17 @@ class RegistryClient:
                 return JsonPage(response.status_code, link=link, error=",".join(_error_codes(body)))
             try:
                 return JsonPage(200, json.loads(body), link)
-            except (ValueError, UnicodeDecodeError):
+            except (ValueError, RecursionError):
                 return JsonPage(200, None, link, error="response is not JSON")
 
-        return await self._exchange("GET", path, handle, params=params)
+        return await self._exchange("GET", path, handle, params=params,
+                                    budget=self.options.timeout)
+
+
+def _smallest(*limits: float | None) -> float | None:
+    """The smallest of the limits that are set (None when none is), never below zero."""
+    known = [limit for limit in limits if limit is not None]
+    return max(0.0, min(known)) if known else None
 
 
 async def _raw_chunks(response: httpx.Response) -> AsyncIterator[bytes]:
@@ -469,7 +521,9 @@ async def _raw_chunks(response: httpx.Response) -> AsyncIterator[bytes]:
     if response.is_stream_consumed:
         yield response.content
         return
-    async for chunk in response.aiter_raw(_STREAM_CHUNK):
+    # No chunk size: a re-chunking buffer would swallow the bytes that did arrive when the
+    # connection drops, and a truncated read would then report 0 bytes received.
+    async for chunk in response.aiter_raw():
         yield chunk
 
 

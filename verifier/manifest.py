@@ -149,8 +149,11 @@ def parse_manifest(body: bytes, content_type: str | None = None) -> Manifest:
     """Parse a manifest body into an index, an image manifest or a schema1 marker."""
     try:
         doc = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ManifestError(f"not valid JSON: {exc}") from None
+    except ValueError as exc:
+        # JSONDecodeError, UnicodeDecodeError, and an integer over Python's 4300-digit limit.
+        raise ManifestError(f"not valid JSON: {str(exc)[:200]}") from None
+    except RecursionError:
+        raise ManifestError("not valid JSON: nested too deeply") from None
     if not isinstance(doc, dict):
         raise ManifestError("manifest is not a JSON object")
     declared = doc.get("mediaType")
@@ -159,6 +162,12 @@ def parse_manifest(body: bytes, content_type: str | None = None) -> Manifest:
     header_type = (content_type or "").split(";")[0].strip() or None
     media_type = declared or header_type
     schema_version = doc.get("schemaVersion")
+    if schema_version is not None and (
+        isinstance(schema_version, bool) or not isinstance(schema_version, int)
+    ):
+        # `true == 1` and `2.0 == 2` in Python: without this a malformed manifest would pass
+        # as schema1 (a warning) instead of `manifest_invalid`.
+        raise ManifestError("field 'schemaVersion' is not an integer")
     if schema_version == 1 or media_type in SCHEMA1_TYPES:
         return Schema1Manifest(media_type or MediaType.DOCKER_SCHEMA1)
     if schema_version != 2:

@@ -58,6 +58,12 @@ class Walker:
         self._blobs: dict[tuple[str, str], asyncio.Task[list[Finding]]] = {}
         self._manifests: dict[tuple[str, str], asyncio.Task[list[Finding]]] = {}
 
+    def forget(self, repository: str) -> None:
+        """Drop the memoised verdicts of a finished repository (a scan's memory stays bounded)."""
+        for memo in (self._blobs, self._manifests):
+            for key in [k for k in memo if k[0] == repository]:
+                del memo[key]
+
     async def _guard(self, ctx: Context, what: str, digest: str | None,
                      run: Callable[[], Awaitable[list[Finding]]]) -> list[Finding]:
         """Turn a request that kept failing into a `request_failed` finding, never a defect."""
@@ -181,7 +187,7 @@ class Walker:
 
         async def run() -> list[Finding]:
             if self.options.deep:
-                stream = await self.client.stream_blob(repository, desc.digest)
+                stream = await self.client.stream_blob(repository, desc.digest, desc.size)
                 return check_blob_stream(ctx, desc, stream)
             head = await self.client.head_blob(repository, desc.digest)
             found = check_blob_head(ctx, desc, head)

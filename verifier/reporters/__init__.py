@@ -18,6 +18,7 @@ class Format(StrEnum):
     HUMAN = "human"
     JSON = "json"
     JUNIT = "junit"
+    PROMETHEUS = "prometheus"
 
 
 class Reporter(Protocol):
@@ -28,12 +29,13 @@ class Reporter(Protocol):
 
 def reporter_for(fmt: Format) -> Reporter:
     """The renderer for a format (exhaustive: a test loops over every `Format`)."""
-    from verifier.reporters import human, json_report, junit
+    from verifier.reporters import human, json_report, junit, prometheus
 
     table: dict[Format, Reporter] = {
         Format.HUMAN: human.render,
         Format.JSON: json_report.render,
         Format.JUNIT: junit.render,
+        Format.PROMETHEUS: prometheus.render,
     }
     return table[fmt]
 
@@ -52,9 +54,10 @@ def atomic_write(path: Path, text: str) -> None:
         raise
 
 
-def write_report(report: Report, fmt: Format, output: Path | None = None) -> None:
-    """Render `report` in `fmt` to `output` (atomically) or to stdout."""
-    text = reporter_for(fmt)(report)
+def write_report(report: Report, fmt: Format, output: Path | None = None,
+                 reporter: Reporter | None = None) -> None:
+    """Render `report` in `fmt` (or with `reporter`) to `output` (atomically) or to stdout."""
+    text = (reporter or reporter_for(fmt))(report)
     if output is None:
         sys.stdout.write(text)
         sys.stdout.flush()

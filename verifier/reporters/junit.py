@@ -25,10 +25,18 @@ def render(report: Report) -> str:
             by_image[(f.repository, f.reference)].append(f)
         for image in report.images:
             ref = image.tag or image.digest or ""
-            found = by_image.get((image.repository, ref), [])
+            found = by_image.pop((image.repository, ref), [])
             if not found and image.digest:
-                found = by_image.get((image.repository, image.digest), [])
+                found = by_image.pop((image.repository, image.digest), [])
             cases.append((image.repository, image.reference, found, str(image.status) == "error"))
+        # Findings no image owns (a refused catalog, a tag list that failed) still need a test
+        # case, or a CI system would show a scan that could not complete as green.
+        leftover: dict[str, list[Finding]] = defaultdict(list)
+        for (repository, _), found in by_image.items():
+            leftover[repository].extend(found)
+        for repository, found in sorted(leftover.items()):
+            name = "/".join(p for p in (report.target, repository) if p)
+            cases.append((repository or report.target, name, found, False))
     else:
         by_repo: dict[str, list[Finding]] = defaultdict(list)
         for f in report.findings:

@@ -1,0 +1,209 @@
+"""verifier.storage.cli: `regverify fs scan|fix|restore` exit codes and output, via CliRunner."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from tests.test_storage_synthetic import SyntheticStore, snapshot
+from verifier.reporters import Format
+from verifier.storage.cli import fs_app
+from verifier.storage.repair import LOCK_NAME
+
+# Mounted the way verifier.cli mounts it.
+app = typer.Typer()
+app.add_typer(fs_app, name="fs")
+runner = CliRunner()
+
+
+def invoke(*args: str | Path) -> tuple[int, str, str]:
+    result = runner.invoke(app, ["fs", *map(str, args)])
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result.exit_code, result.stdout, result.stderr
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> SyntheticStore:
+    s = SyntheticStore(tmp_path / "data")
+    for i in range(4):
+        s.image(f"lib/img{i}", "v1")
+    return s
+
+
+def test_scan_clean_exits_0(store: SyntheticStore) -> None:
+    code, out, err = invoke("scan", store.root)
+    assert code == 0, err
+    assert "note: layout: single registry root" in out
+    assert out.rstrip().splitlines()[-1].startswith("OK:")
+
+
+def test_scan_defect_exits_1_and_json_carries_the_fields(store: SyntheticStore) -> None:
+    img = store.image("app/web", "v1")
+    store.data_path(img.layers[0]).unlink()
+    code, out, _ = invoke("scan", store.root, "--format", "json")
+    assert code == 1
+    doc = json.loads(out)
+    assert doc["mode"] == "fs-scan"
+    assert doc["exit_code"] == 1
+    assert doc["layout"] == "single-root"
+    [f] = doc["findings"]
+    assert f["kind"] == "orphan_layer_link"
+    assert (f["registry"], f["repository"], f["digest"]) == ("", "app/web", img.layers[0])
+    assert f["path"].endswith(f"_layers/sha256/{img.layers[0][7:]}/link")
+    assert doc["summary"]["defects_by_kind"] == {"orphan_layer_link": 1}
+
+
+@pytest.mark.parametrize("fmt", list(Format))
+def test_scan_every_format(store: SyntheticStore, fmt: Format, tmp_path: Path) -> None:
+    img = store.image("app/web", "v1")
+    store.data_path(img.layers[0]).unlink()
+    out_file = tmp_path / f"report.{fmt}"
+    code, out, _ = invoke("scan", store.root, "--format", fmt, "--output", out_file)
+    assert code == 1
+    assert out == ""
+    assert "orphan_layer_link" in out_file.read_text()
+
+
+def test_scan_usage_errors_exit_2(store: SyntheticStore, tmp_path: Path) -> None:
+    code, _, err = invoke("scan", tmp_path / "nope")
+    assert code == 2
+    assert err.startswith("regverify: error:") and "no such directory" in err
+    code, _, err = invoke("scan", store.root, "--registry", "ghcr")
+    assert code == 2 and "unknown registry 'ghcr'" in err
+    code, _, err = invoke("scan", store.root, "--proxy-cache", "ghcr")
+    assert code == 2 and "--proxy-cache: unknown registry" in err
+
+
+def test_scan_multi_registry_with_filter(tmp_path: Path) -> None:
+    for name in ("private", "dockerhub"):
+        s = SyntheticStore(tmp_path / "base" / name)
+        img = s.image("app", "v1")
+        s.data_path(img.layers[0]).unlink()
+    code, out, _ = invoke("scan", tmp_path / "base", "--registry", "private", "-f", "json")
+    assert code == 1
+    doc = json.loads(out)
+    assert [f["registry"] for f in doc["findings"]] == ["private"]
+    assert doc["layout"] == "multi-registry"
+
+
+def test_proxy_cache_names_are_checked_before_registry_narrows(tmp_path: Path) -> None:
+    for name in ("private", "dockerhub"):
+        s = SyntheticStore(tmp_path / "base" / name)
+        idx = s.index("library/alpine", "3")
+        os.unlink(s.revision_link("library/alpine", idx.children[0].digest))
+    base = tmp_path / "base"
+    code, out, _ = invoke(
+        "scan", base, "--registry", "dockerhub", "--proxy-cache", "dockerhub", "-f", "json"
+    )
+    assert code == 0
+    assert "skipped for proxy caches: dockerhub" in json.loads(out)["notes"][1]
+    code, out, _ = invoke("scan", base, "--registry", "private", "--proxy-cache", "dockerhub")
+    assert code == 1
+    assert "orphan_index_child" in out
+    code, _, err = invoke("scan", base, "--registry", "private", "--proxy-cache", "ghcr")
+    assert code == 2 and "--proxy-cache: unknown registry 'ghcr'" in err
+
+
+def test_scan_verify_digests(store: SyntheticStore) -> None:
+    img = store.image("app/web", "v1")
+    store.data_path(img.layers[0]).write_bytes(b"corrupt")
+    assert invoke("scan", store.root)[0] == 0
+    code, out, _ = invoke("scan", store.root, "--verify-digests", "-f", "json")
+    assert code == 1
+    assert [f["kind"] for f in json.loads(out)["findings"]] == ["corrupt_blob"]
+
+
+def test_fix_repairs_everything_exits_0_then_restore(store: SyntheticStore, tmp_path: Path) -> None:
+    img = store.image("app/web", "v1")
+    store.data_path(img.layers[0]).unlink()
+    before = snapshot(store.root)
+    code, out, err = invoke("fix", store.root, "--quarantine", tmp_path / "q", "-f", "json")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["mode"] == "fs-fix"
+    [f] = doc["findings"]
+    assert (f["kind"], f["severity"], f["details"]["repaired"]) == (
+        "orphan_layer_link",
+        "info",
+        True,
+    )
+    run_dir = doc["quarantine"]
+    assert Path(f["details"]["quarantined_to"]).is_relative_to(run_dir)
+    code, out, err = invoke("restore", run_dir, "-f", "json")
+    assert code == 0, err
+    assert json.loads(out)["summary"]["restored"] == 1
+    after = snapshot(store.root)
+    after.pop(LOCK_NAME)
+    assert after == before
+
+
+def test_fix_exits_1_when_a_human_is_needed(store: SyntheticStore, tmp_path: Path) -> None:
+    idx = store.index("app/multi", "v1")
+    child = idx.children[0]
+    os.unlink(store.revision_link("app/multi", child.digest))
+    store.data_path(child.layers[0]).unlink()
+    code, out, _ = invoke("fix", store.root, "--quarantine", tmp_path / "q")
+    assert code == 1
+    assert "orphan_index_child" in out
+    assert "rebuild required, see docs/runbook.md" in out
+
+
+def test_fix_refusal_exits_3_shows_the_scan_and_touches_nothing(
+    store: SyntheticStore, tmp_path: Path
+) -> None:
+    img = store.image("app/web", "v1", layers=8)
+    for layer in img.layers:
+        store.data_path(layer).unlink()
+    before = snapshot(store.root)
+    code, out, err = invoke("fix", store.root, "--quarantine", tmp_path / "q")
+    assert code == 3
+    assert "note: REFUSED: registry" in out
+    assert "orphan_layer_link" in out
+    assert err.startswith("regverify: error: fs fix refused, nothing was changed")
+    after = snapshot(store.root)
+    after.pop(LOCK_NAME)
+    assert after == before
+    assert not (tmp_path / "q").exists()
+    code, out, _ = invoke("fix", store.root, "--quarantine", tmp_path / "q", "-f", "json")
+    assert code == 3
+    assert json.loads(out)["refused"][0].startswith("registry ")
+
+
+def test_fix_force_warns_on_stderr(store: SyntheticStore, tmp_path: Path) -> None:
+    img = store.image("app/web", "v1", layers=8)
+    for layer in img.layers:
+        store.data_path(layer).unlink()
+    code, _, err = invoke("fix", store.root, "--quarantine", tmp_path / "q", "--force")
+    assert code == 0
+    assert "WARNING: --force overrode a safety rail" in err
+
+
+def test_fix_max_orphan_share_is_validated(store: SyntheticStore) -> None:
+    code, _, _ = invoke("fix", store.root, "--max-orphan-share", "1.5")
+    assert code == 2
+
+
+def test_restore_usage_error(tmp_path: Path) -> None:
+    code, _, err = invoke("restore", tmp_path)
+    assert code == 2
+    assert "no journal.jsonl" in err
+
+
+def test_internal_error_is_one_line_exit_3(
+    store: SyntheticStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def boom(*args: object) -> None:
+        raise RuntimeError("kaput")
+
+    monkeypatch.setattr("verifier.storage.cli.scan_storage", boom)
+    code, _, err = invoke("scan", store.root)
+    assert code == 3
+    assert err.strip() == (
+        "regverify: error: internal error: RuntimeError: kaput (rerun with --verbose)"
+    )

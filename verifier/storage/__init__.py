@@ -1,0 +1,10 @@
+"""Filesystem mode (issue 4): scan distribution's storage on the registry host, repair safely.
+
+    layout.py   which registries a path holds; every path, built only from validated digests
+    fsio.py     small reads that never follow symlinks and never block on FIFOs
+    scan.py     one pass over each blob store, then link checks as set lookups -> findings
+    repair.py   fs fix (quarantine, relink, journal, lock, safety rails) and fs restore
+    cli.py      the `fs` typer sub-app (`fs_app`), mounted by verifier.cli
+"""
+
+from __future__ import annotations

@@ -1,0 +1,223 @@
+"""`regverify fs ...`: the filesystem-mode sub-app (mounted by verifier.cli as ``fs``).
+
+Parses options, builds the parts, runs, writes the report and maps errors to exit codes:
+0 clean / everything repaired, 1 defects that still need a human, 2 usage, 3 incomplete or a
+safety rail refused (nothing touched).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from verifier.errors import ExitCode, VerifierError
+from verifier.findings import Report
+from verifier.reporters import Format, write_report
+from verifier.storage.layout import (
+    StorageLayout,
+    check_registry_names,
+    detect_layout,
+    select_registries,
+)
+from verifier.storage.repair import (
+    DEFAULT_MAX_ORPHAN_SHARE,
+    FixOptions,
+    FixRefused,
+    fix_storage,
+    restore_quarantine,
+)
+from verifier.storage.scan import ProgressFn, ScanOptions, scan_storage
+
+fs_app = typer.Typer(
+    name="fs",
+    help="Filesystem mode: scan distribution's storage on the registry host, repair safely.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+StoragePath = Annotated[
+    Path,
+    typer.Argument(
+        help="A registry root (holds docker/registry/v2) or a base of several registries.",
+        show_default=False,
+    ),
+]
+RegistryOpt = Annotated[
+    list[str] | None,
+    typer.Option("--registry", help="Only this registry of a multi-registry base (repeatable)."),
+]
+ProxyCacheOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--proxy-cache",
+        help="This registry is a pull-through cache: skip the orphan_index_child check "
+        "(repeatable; '.' names a single root).",
+    ),
+]
+VerifyDigests = Annotated[
+    bool,
+    typer.Option("--verify-digests", help="Hash every blob's data and compare with its name."),
+]
+FormatOpt = Annotated[Format, typer.Option("--format", "-f", help="Report format.")]
+OutputOpt = Annotated[Path | None, typer.Option("--output", "-o", help="Write the report here.")]
+Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Tracebacks on errors.")]
+
+
+def _fail(message: str, code: ExitCode) -> typer.Exit:
+    typer.echo(f"regverify: error: {message}", err=True)
+    return typer.Exit(int(code))
+
+
+def _progress() -> ProgressFn | None:
+    """A throttled progress line on stderr, only when stderr is a terminal."""
+    if not sys.stderr.isatty():
+        return None
+    last = 0.0
+
+    def show(done: int, total: int) -> None:
+        nonlocal last
+        now = time.monotonic()
+        if now - last < 0.2 and done < total:
+            return
+        last = now
+        pct = f" ({done * 100 // total}%)" if total else ""
+        end = "\n" if done >= total else ""
+        sys.stderr.write(f"\rverifying blobs: {done / 2**20:.1f}/{total / 2**20:.1f} MiB{pct}{end}")
+        sys.stderr.flush()
+
+    return show
+
+
+def _layout(path: Path, registry: list[str] | None, proxy_cache: list[str] | None) -> StorageLayout:
+    """Detect the layout, check every name given, then narrow it to ``--registry``."""
+    layout = detect_layout(path)
+    check_registry_names(layout, proxy_cache or [], "--proxy-cache")
+    return select_registries(layout, registry or [])
+
+
+def _run(body: Callable[[], Report], fmt: Format, output: Path | None, verbose: bool) -> None:
+    """Run `body`, write its report, exit with the report's code or the error's."""
+    try:
+        report = body()
+    except FixRefused as exc:
+        # Show what the scan found, then the refusal: the operator needs both.
+        _write(exc.report, fmt, output)
+        raise _fail(str(exc), exc.exit_code) from None
+    except VerifierError as exc:
+        if verbose:
+            traceback.print_exc()
+        raise _fail(str(exc), exc.exit_code) from None
+    except KeyboardInterrupt:
+        raise _fail("interrupted", ExitCode.INCOMPLETE) from None
+    except Exception as exc:  # a bug must still honour the contract: exit 3, one line
+        if verbose:
+            traceback.print_exc()
+        raise _fail(
+            f"internal error: {type(exc).__name__}: {exc} (rerun with --verbose)",
+            ExitCode.INCOMPLETE,
+        ) from None
+    for note in report.notes:
+        if note.startswith("WARNING"):
+            typer.secho(f"regverify: {note}", err=True, fg=typer.colors.RED, bold=True)
+    _write(report, fmt, output)
+    raise typer.Exit(int(report.exit_code))
+
+
+def _write(report: Report, fmt: Format, output: Path | None) -> None:
+    try:
+        write_report(report, fmt, output)
+    except OSError as exc:
+        raise _fail(f"cannot write report to {output}: {exc.strerror}", ExitCode.USAGE) from None
+
+
+@fs_app.command("scan")
+def scan_command(
+    path: StoragePath,
+    registry: RegistryOpt = None,
+    proxy_cache: ProxyCacheOpt = None,
+    verify_digests: VerifyDigests = False,
+    fmt: FormatOpt = Format.HUMAN,
+    output: OutputOpt = None,
+    verbose: Verbose = False,
+) -> None:
+    """Report orphan links, orphan index children, dangling tags/revisions; change nothing."""
+
+    def body() -> Report:
+        layout = _layout(path, registry, proxy_cache)
+        options = ScanOptions(verify_digests, frozenset(proxy_cache or []))
+        return scan_storage(layout, options, _progress() if verify_digests else None).report
+
+    _run(body, fmt, output, verbose)
+
+
+@fs_app.command("fix")
+def fix_command(
+    path: StoragePath,
+    registry: RegistryOpt = None,
+    proxy_cache: ProxyCacheOpt = None,
+    verify_digests: VerifyDigests = False,
+    quarantine: Annotated[
+        Path | None,
+        typer.Option(
+            "--quarantine",
+            help="Where moved links go, one folder per run "
+            "[default: <parent of PATH>/.regverify-quarantine].",
+        ),
+    ] = None,
+    relink_index_children: Annotated[
+        bool,
+        typer.Option(
+            "--relink-index-children",
+            help="Recreate a child's missing revision link when that is provably lossless.",
+        ),
+    ] = False,
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Act even when more than --max-orphan-share look orphaned."),
+    ] = False,
+    max_orphan_share: Annotated[
+        float,
+        typer.Option(
+            "--max-orphan-share",
+            min=0.0,
+            max=1.0,
+            help="Refuse when a registry has a larger share of orphan layer links.",
+        ),
+    ] = DEFAULT_MAX_ORPHAN_SHARE,
+    fmt: FormatOpt = Format.HUMAN,
+    output: OutputOpt = None,
+    verbose: Verbose = False,
+) -> None:
+    """Quarantine orphan layer links (journaled, restorable); never delete anything."""
+
+    def body() -> Report:
+        layout = _layout(path, registry, proxy_cache)
+        return fix_storage(
+            layout,
+            ScanOptions(verify_digests, frozenset(proxy_cache or [])),
+            FixOptions(quarantine, relink_index_children, force, max_orphan_share),
+            _progress() if verify_digests else None,
+        )
+
+    _run(body, fmt, output, verbose)
+
+
+@fs_app.command("restore")
+def restore_command(
+    run_dir: Annotated[
+        Path,
+        typer.Argument(help="A quarantine run folder (holds journal.jsonl).", show_default=False),
+    ],
+    fmt: FormatOpt = Format.HUMAN,
+    output: OutputOpt = None,
+    verbose: Verbose = False,
+) -> None:
+    """Put back everything one `fs fix` run moved or created, from its journal."""
+    _run(lambda: restore_quarantine(run_dir), fmt, output, verbose)
