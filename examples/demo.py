@@ -70,12 +70,12 @@ def main() -> int:
                 result = skopeo_copy_all(f"{host}/{ref}", work / "pull" / ref.replace("/", "_"))
                 last = result.stderr.strip().splitlines()[-1:] or [""]
                 print(f"skopeo copy --all {ref}: {'OK' if result.ok else 'FAILED: ' + last[0]}")
-            if shutil.which("regverify"):
-                step("whole registry (when `regverify scan` is available)")
-                subprocess.run([sys.executable, "-m", "verifier", "scan", host, "--plain-http"],
-                               check=False)
-        ok = codes == [0, 0, 0] and broken_index == 1 and broken_layer == 1
-        step("demo " + ("passed: regverify caught both breakages" if ok else "FAILED"))
+            step("the whole registry over HTTP: regverify scan")
+            scan = regverify("scan", host, "--plain-http")
+            step("the storage on the registry host: regverify fs scan (changes nothing)")
+            fs_scan = regverify("fs", "scan", str(registry.root))
+        ok = codes == [0, 0, 0] and [broken_index, broken_layer, scan, fs_scan] == [1, 1, 1, 1]
+        step("demo " + ("passed: regverify caught every breakage" if ok else "FAILED"))
         return 0 if ok else 1
     finally:
         shutil.rmtree(work, ignore_errors=True)

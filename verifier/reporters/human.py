@@ -9,17 +9,18 @@ def _where(f: Finding) -> str:
     parts = [p for p in (f.registry, f.repository) if p]
     where = "/".join(parts)
     if f.reference:
-        sep = "@" if ":" in f.reference else ":"
-        where += f"{sep}{f.reference}"
+        digest_ref = ":" in f.reference
+        where += f"@{f.reference[:19]}" if digest_ref else f":{f.reference}"
     if f.platform:
         where += f" [{f.platform}]"
     return where or "-"
 
 
 def _object(f: Finding) -> str:
-    if f.path:
-        return f.path
-    return (f.digest or "-")[:19]
+    # Full paths and digests are in --format json; the table stays readable.
+    if f.digest:
+        return f.digest[:19]
+    return f.path or "-"
 
 
 def _row(f: Finding) -> list[str]:
