@@ -291,6 +291,7 @@ class FaultEvent:
     target: str
     fault: str
     status: int | None
+    request: Request | None = field(default=None, compare=False, repr=False)
 
 
 class FaultProxy(LoopbackHTTPServer):
@@ -343,14 +344,15 @@ class FaultProxy(LoopbackHTTPServer):
         if self.gone_after is not None and len(self.requests) > self.gone_after:
             self.upstream_gone = True
         if self.upstream_gone:
-            self.events.append(FaultEvent(request.method, request.target, "gone", None))
+            self.events.append(FaultEvent(request.method, request.target, "gone", None, request))
             exchange.reset()
             return
         fault, rng = self.decide(request)
         try:
             await self._apply(exchange, fault, rng)
         finally:
-            self.events.append(FaultEvent(request.method, request.target, fault, exchange.status))
+            self.events.append(FaultEvent(request.method, request.target, fault, exchange.status,
+                                          request))
 
     async def _apply(self, exchange: Exchange, fault: str, rng: random.Random) -> None:
         if fault == "reset":

@@ -24,7 +24,12 @@ from verifier.auth import (
     resolve_credentials,
     scope_for_path,
 )
-from verifier.errors import AuthRefused, CredentialsError, RegistryUnreachable
+from verifier.errors import (
+    AuthRefused,
+    CredentialsError,
+    IncompleteError,
+    RegistryUnreachable,
+)
 
 REGISTRY = "http://reg.test"
 REALM = "https://auth.test/token"
@@ -424,7 +429,7 @@ def test_token_service_refusal_is_auth_refused(status: int) -> None:
 @pytest.mark.parametrize(
     ("token_response", "match"),
     [
-        (httpx.Response(500), "HTTP 500"),
+        (httpx.Response(400), "HTTP 400"),
         (httpx.Response(200, content=b"<html>"), "unparseable"),
         (httpx.Response(200, json=["token"]), "unparseable"),
         (httpx.Response(200, json={"token": "t", "expires_in": "soon"}), "unparseable"),
@@ -441,6 +446,20 @@ def test_bad_token_responses_are_auth_refused(token_response: httpx.Response, ma
         router.get(REALM).mock(return_value=token_response)
         with pytest.raises(AuthRefused, match=match):
             await http.get("/v2/foo/manifests/latest")
+
+    _run_auth(None, scenario)
+
+
+@pytest.mark.parametrize("status", [500, 503])
+def test_token_service_failure_is_incomplete_not_refused(status: int) -> None:
+    async def scenario(http: httpx.AsyncClient, auth: RegistryAuth,
+                       router: respx.MockRouter) -> None:
+        router.route(host="reg.test").mock(
+            return_value=httpx.Response(401, headers={"WWW-Authenticate": CHALLENGE}))
+        router.get(REALM).mock(return_value=httpx.Response(status))
+        with pytest.raises(IncompleteError, match=f"HTTP {status}") as info:
+            await http.get("/v2/foo/manifests/latest")
+        assert info.value.exit_code == 3
 
     _run_auth(None, scenario)
 

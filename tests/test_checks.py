@@ -154,11 +154,26 @@ def test_manifest_with_sha512_digest_header() -> None:
     assert found == []
 
 
-@pytest.mark.parametrize("header", ["md5:" + "a" * 32, "sha256:xyz", "garbage"])
+@pytest.mark.parametrize("header", ["md5:" + "a" * 32, "sha256:xyz", "garbage",
+                                    "sha256:../../" + "x" * 4000])
 def test_manifest_unsupported_digest_header(header: str) -> None:
-    found, _, _ = check_manifest(CTX, _fetch(digest_header=header), requested_digest=None,
-                                 expected=None, max_bytes=CAP)
+    found, manifest, digest = check_manifest(CTX, _fetch(digest_header=header),
+                                             requested_digest=None, expected=None,
+                                             max_bytes=CAP)
     assert kinds(found) == [Kind.MANIFEST_INVALID]
+    assert len(found[0].message) < 200
+    # The bogus header never names the manifest: the report shows what the body hashes to.
+    assert digest == MANIFEST_DIGEST
+    assert found[0].digest == MANIFEST_DIGEST
+    assert manifest is not None
+
+
+def test_manifest_error_status_with_bogus_digest_header() -> None:
+    fetch = ManifestFetch(404, digest_header="garbage")
+    found, _, digest = check_manifest(CTX, fetch, requested_digest=None, expected=None,
+                                      max_bytes=CAP)
+    assert digest is None
+    assert found[0].digest is None
 
 
 def test_manifest_size_differs_from_descriptor() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import gzip
 import hashlib
 import json
 import time
@@ -76,7 +77,8 @@ def sleeps(monkeypatch: pytest.MonkeyPatch) -> Sleeps:
         record.delays.append(delay)
         await real_sleep(0)
 
-    monkeypatch.setattr(client_module.asyncio, "sleep", fake_sleep)
+    # The client calls `asyncio.sleep` through the module: patch it there, for this test only.
+    monkeypatch.setattr(asyncio, "sleep", fake_sleep)
     return record
 
 
@@ -619,3 +621,36 @@ def test_error_codes_of_odd_bodies() -> None:
     assert client_module._error_codes(b'{"errors": 5}') == ()
     assert client_module._error_codes(b"[]") == ()
     assert client_module._error_codes(json.dumps({"errors": [{"code": 1}]}).encode()) == ("1",)
+
+
+def test_compression_is_never_requested() -> None:
+    """A server (or CDN) compressing what the client accepts must not change what we hash.
+
+    Manifest digests and blob checks are over the bytes as stored; a gzip-encoded answer would
+    make the manifest look cut short (its Content-Length is the compressed size) and a blob
+    streamed raw hash to the wrong digest.
+    """
+    body = json.dumps({"schemaVersion": 2, "pad": "x" * 500}).encode()
+    digest = "sha256:" + hashlib.sha256(body).hexdigest()
+
+    def maybe_gzip(request: httpx.Request) -> httpx.Response:
+        if "gzip" in request.headers.get("accept-encoding", ""):
+            packed = gzip.compress(body)
+            return httpx.Response(200, content=packed, headers={
+                "Content-Encoding": "gzip", "Content-Length": str(len(packed))})
+        return httpx.Response(200, content=body)
+
+    async def scenario(client: RegistryClient, router: respx.MockRouter) -> None:
+        router.get(MANIFEST_URL).mock(side_effect=maybe_gzip)
+        router.get(f"{BASE}/v2/app/blobs/{digest}").mock(side_effect=maybe_gzip)
+        fetch = await client.get_manifest("app", "latest")
+        assert fetch.body == body
+        stream = await client.stream_blob("app", digest)
+        assert (stream.size, stream.digest) == (len(body), digest)
+
+    run(scenario, options=_options(retries=0))
+
+
+def test_error_codes_cannot_smuggle_control_characters() -> None:
+    body = json.dumps({"errors": [{"code": "\x1b[2J\x00BAD"}, {"code": "X" * 500}]}).encode()
+    assert client_module._error_codes(body) == ("?[2J?BAD", "X" * 64)

@@ -23,6 +23,7 @@ from typing import Any
 
 import httpx
 import pytest
+from typer.testing import CliRunner
 
 from tests.faultproxy import FAULTS, FaultPlan, FaultProxy, describe, run_proxy_requests
 from tests.harness import (
@@ -34,6 +35,7 @@ from tests.harness import (
     revision_link_path,
 )
 from verifier import client as client_module
+from verifier.cli import app
 from verifier.client import ClientOptions, RegistryClient, RequestFailed, parse_retry_after
 from verifier.errors import RegistryUnreachable
 
@@ -49,11 +51,21 @@ def regverify(*args: str, timeout: float = 120) -> tuple[int, str, str]:
     return proc.returncode, proc.stdout, proc.stderr
 
 
+def regverify_in_process(*args: str) -> tuple[int, str, str]:
+    """The CLI in-process: exit code, stdout, stderr (never a traceback)."""
+    result = CliRunner().invoke(app, list(args))
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    assert "Traceback" not in result.stderr, result.stderr
+    return result.exit_code, result.stdout, result.stderr
+
+
 def scan(host: str, *args: str) -> tuple[int, dict[str, Any]]:
-    """`regverify scan HOST --plain-http --format json ARGS` -> exit code, report."""
-    code, out, err = regverify("scan", host, "--plain-http", "--format", "json", *args)
-    assert out.strip(), err
-    return code, json.loads(out)
+    """`regverify scan HOST --plain-http --format json ARGS`, in-process -> exit code, report."""
+    result = CliRunner().invoke(app, ["scan", host, "--plain-http", "--format", "json", *args])
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    assert "Traceback" not in result.stderr and result.stdout.strip(), result.stderr
+    doc: dict[str, Any] = json.loads(result.stdout)
+    return result.exit_code, doc
 
 
 def verdicts(doc: dict[str, Any]) -> dict[str, str]:
@@ -142,7 +154,7 @@ def _through(damaged: Damaged, plan: FaultPlan, *args: str) -> tuple[int, dict[s
 
 
 @pytest.mark.registry
-@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.parametrize("seed", [1, 2])
 def test_scan_through_faults_reports_exactly_the_same_broken_images(
     damaged: Damaged, seed: int
 ) -> None:
@@ -189,8 +201,8 @@ def test_faults_outlasting_the_retries_are_errors_never_defects(
     plan = FaultPlan(seed=0, rate=1.0, faults=(fault,), max_streak=10**6,
                      retry_after_seconds=(0,))
     with FaultProxy(damaged.server.url, plan) as proxy:
-        code, out, err = regverify("scan", proxy.host, "--plain-http", "--format", "json",
-                                   "--retries", "1")
+        code, out, err = regverify_in_process("scan", proxy.host, "--plain-http", "--format",
+                                              "json", "--retries", "1")
     assert code == 3
     assert "unreachable" in err and err.count("\n") == 1, err
     assert out == ""  # no report, so no image can be called broken
@@ -240,14 +252,15 @@ def test_registry_gone_entirely(damaged: Damaged) -> None:
         dead = f"127.0.0.1:{s.getsockname()[1]}"
     with FaultProxy(f"http://{dead}") as bad_gateway, FaultProxy(damaged.server.url) as resets:
         resets.upstream_gone = True
-        for host in (dead, bad_gateway.host, resets.host):
-            for command in (["scan", host], ["image", f"{host}/app/web:v1"]):
-                code, out, err = regverify(*command, "--plain-http", "--format", "json",
-                                           "--retries", "1")
-                assert code == 3, (command, err)
-                assert out == ""
-                assert err.startswith("regverify: error: registry ") and "unreachable" in err
-                assert err.count("\n") == 1
+        for command in (["scan", dead], ["image", f"{dead}/app/web:v1"],
+                        ["scan", bad_gateway.host], ["image", f"{resets.host}/app/web:v1"]):
+            # The first in a real process, as CI runs it; the others in-process.
+            run = regverify if command[0] == "scan" and command[1] == dead else regverify_in_process
+            code, out, err = run(*command, "--plain-http", "--format", "json", "--retries", "1")
+            assert code == 3, (command, err)
+            assert out == ""
+            assert err.startswith("regverify: error: registry ") and "unreachable" in err
+            assert err.count("\n") == 1
 
 
 # --- the proxy itself ----------------------------------------------------------------------------

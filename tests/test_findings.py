@@ -51,20 +51,24 @@ def test_warnings_and_info_are_not_defects(severity: Severity) -> None:
 
 
 def test_exit_code_clean() -> None:
-    assert Report(mode="image", target="t").exit_code is ExitCode.CLEAN == 0
+    code = Report(mode="image", target="t").exit_code
+    assert code is ExitCode.CLEAN
+    assert int(code) == 0
 
 
 def test_exit_code_defect_wins_over_incomplete() -> None:
     report = Report(mode="image", target="t")
     report.add(_f(Kind.REQUEST_FAILED))
     report.add(_f(Kind.BLOB_MISSING))
-    assert report.exit_code is ExitCode.DEFECTS == 1
+    assert report.exit_code is ExitCode.DEFECTS
+    assert int(report.exit_code) == 1
     assert image_status(report.findings) is ImageStatus.BROKEN
 
 
 def test_exit_code_incomplete_flag() -> None:
     report = Report(mode="scan", target="t", incomplete=True)
-    assert report.exit_code is ExitCode.INCOMPLETE == 3
+    assert report.exit_code is ExitCode.INCOMPLETE
+    assert int(report.exit_code) == 3
 
 
 def test_image_status() -> None:

@@ -120,7 +120,8 @@ def test_rejects_malformed_references(text: str) -> None:
     with pytest.raises(InvalidReference) as info:
         parse_reference(text)
     assert isinstance(info.value, UsageError)
-    assert info.value.exit_code == ExitCode.USAGE == 2
+    assert info.value.exit_code is ExitCode.USAGE
+    assert int(info.value.exit_code) == 2
     message = str(info.value)
     assert "\n" not in message
     assert message.startswith("invalid")

@@ -8,6 +8,7 @@ Secrets are never put in an exception message or a log line.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
@@ -151,6 +152,24 @@ def scope_for_path(path: str) -> str:
     return f"repository:{match.group(1)}:pull" if match else ""
 
 
+#: Token-service answers that say "not now" rather than "no": retried like registry answers.
+_TOKEN_TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+
+
+class TokenServiceUnavailable(RegistryUnreachable):
+    """The token service failed transiently (connection error, 429, 5xx): worth a retry.
+
+    The client's retry loop catches it around each attempt; should it escape, it still means
+    "could not verify" (exit 3), never "refused".
+    """
+
+    def __init__(self, message: str, *, status: int | None = None,
+                 retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.retry_after = retry_after
+
+
 @dataclass
 class _Token:
     value: str
@@ -171,6 +190,7 @@ class RegistryAuth(httpx.Auth):
         self._token_client = token_client
         self._clock = clock
         self._tokens: dict[str, _Token] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
         self._use_basic = False
         self.token_requests = 0
 
@@ -218,9 +238,17 @@ class RegistryAuth(httpx.Auth):
                     headers["Authorization"] = basic
                 response = await self._token_client.get(realm, params=query, headers=headers)
         except httpx.TransportError as exc:
-            raise RegistryUnreachable(
+            raise TokenServiceUnavailable(
                 f"token service {httpx.URL(realm).host} unreachable: {type(exc).__name__}"
             ) from None
+        if response.status_code in _TOKEN_TRANSIENT_STATUS:
+            retry_after = response.headers.get("retry-after", "").strip()
+            raise TokenServiceUnavailable(
+                f"token service answered HTTP {response.status_code}",
+                status=response.status_code,
+                retry_after=float(retry_after) if retry_after.isascii()
+                and retry_after.isdigit() else None,
+            )
         if response.status_code in (401, 403):
             raise AuthRefused(
                 f"token service refused the credentials for scope {wanted!r} "
@@ -256,8 +284,14 @@ class RegistryAuth(httpx.Auth):
         scheme, params = parse_challenge(response.headers.get("www-authenticate", ""))
         if scheme == "bearer":
             await response.aread()
-            self._tokens.pop(scope, None)
-            token = await self._fetch_token(params, scope)
+            refused = request.headers.get("Authorization")
+            # One renewal per scope at a time: when a token expires mid-scan, every request in
+            # flight gets a 401; the first renews, the others reuse its token.
+            async with self._locks.setdefault(scope, asyncio.Lock()):
+                token = self._cached(scope)
+                if token is None or f"Bearer {token}" == refused:
+                    self._tokens.pop(scope, None)
+                    token = await self._fetch_token(params, scope)
             request.headers["Authorization"] = f"Bearer {token}"
             yield request
         elif scheme == "basic" and (basic := self._basic_header()):

@@ -87,7 +87,10 @@ def check_manifest(
     max_bytes: int,
 ) -> tuple[list[Finding], Manifest | None, str | None]:
     """Judge a manifest GET; return findings, the parsed manifest (when usable) and its digest."""
-    digest = requested_digest or fetch.digest_header
+    # A malformed Docker-Content-Digest is reported below, never used as the manifest's name
+    # (it would become the image's digest in the report and a key of the walk's memo).
+    header_digest = fetch.digest_header if is_valid_digest(fetch.digest_header) else None
+    digest = requested_digest or header_digest
     media_type = expected.media_type if expected else None
     common: dict[str, Any] = {"digest": digest, "media_type": media_type}
     if fetch.status == 404:
@@ -104,6 +107,8 @@ def check_manifest(
     found: list[Finding] = []
     computed = digest_of(fetch.body, "sha256")
     assert computed is not None
+    digest = digest or computed
+    common["digest"] = digest
     for label, claimed in (("Docker-Content-Digest", fetch.digest_header),
                            ("requested digest", requested_digest)):
         if not claimed:
@@ -119,8 +124,6 @@ def check_manifest(
                                  f"manifest body does not match its {label}",
                                  http_status=200, expected_digest=claimed, actual_digest=actual,
                                  **common))
-    digest = digest or computed
-    common["digest"] = digest
     if expected is not None and expected.size != len(fetch.body):
         found.append(finding(ctx, Kind.SIZE_MISMATCH,
                              "manifest size differs from its descriptor",

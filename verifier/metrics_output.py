@@ -17,14 +17,15 @@ names it carries.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.error import URLError
-from urllib.parse import urlsplit, urlunsplit
+from urllib.error import HTTPError, URLError
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from prometheus_client import push_to_gateway, pushadd_to_gateway
 from prometheus_client.core import Metric
+from prometheus_client.exposition import basic_auth_handler, default_handler
 
 from verifier.errors import IncompleteError, UsageError
 from verifier.findings import Report
@@ -141,9 +142,23 @@ def push(gateway: str, job: str, grouping_key: dict[str, str], families: Sequenc
     """PUT (replace the group) or POST (replace only these metric names) to a Pushgateway."""
     registry = to_registry(families)
     verb = push_to_gateway if replace_all else pushadd_to_gateway
+    # `http://user:password@host:9091` means Basic auth (a Pushgateway behind web.config or a
+    # proxy); urllib would take the user info for part of the host name.
+    parts = urlsplit(gateway if "//" in gateway else f"http://{gateway}")
+    handler = default_handler
+    if parts.username is not None:
+        user, password = unquote(parts.username), unquote(parts.password or "")
+
+        def handler(url: str, method: str, timeout: float | None,
+                    headers: list[tuple[str, str]], data: bytes) -> Callable[[], None]:
+            return basic_auth_handler(url, method, timeout, headers, data, user, password)
+
     try:
-        verb(gateway, job=job, registry=registry, grouping_key=grouping_key, timeout=timeout)
+        verb(redact_url(gateway), job=job, registry=registry, grouping_key=grouping_key,
+             timeout=timeout, handler=handler)
     except (URLError, OSError, ValueError) as exc:
+        if isinstance(exc, HTTPError):
+            exc.close()  # it holds the response's socket open
         # HTTPError (a URLError) says "HTTP Error 400: ..."; a connection error has a reason.
         reason = exc if getattr(exc, "code", None) else getattr(exc, "reason", None) or exc
         raise PushgatewayError(

@@ -96,8 +96,22 @@ def _image_list(env: Mapping[str, str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(images))
 
 
+#: Every setting, as its `PLUGIN_*` suffix. A misspelt setting must fail the step, not be
+#: silently ignored (a missing `plain_http` would quietly change what is verified).
+KNOWN_SETTINGS = frozenset({
+    "IMAGE", "REPO", "TAGS", "USERNAME", "PASSWORD", "PLAIN_HTTP", "INSECURE", "CA_CERT", "DEEP",
+    "FORMAT", "OUTPUT", "RETRIES", "TIMEOUT", "CONCURRENCY", "SETTLE", "TEXTFILE", "PUSHGATEWAY",
+    "PUSH_JOB",
+})
+
+
 def settings_from_env(env: Mapping[str, str]) -> PluginSettings:
     """Validate the `PLUGIN_*` variables; UsageError (exit 2) names the first bad one."""
+    unknown = sorted(k for k in env if k.startswith("PLUGIN_")
+                     and k.removeprefix("PLUGIN_") not in KNOWN_SETTINGS)
+    if unknown:
+        known = ", ".join(sorted(s.lower() for s in KNOWN_SETTINGS))
+        raise UsageError(f"{unknown[0]}: unknown setting (known: {known})")
     fmt_text = (_get(env, "FORMAT") or Format.HUMAN.value).lower()
     try:
         fmt = Format(fmt_text)

@@ -2,21 +2,30 @@
 
 from __future__ import annotations
 
+import re
 import xml.etree.ElementTree as ET
 from collections import defaultdict
 
 from verifier.findings import Finding, Report
 
+# Characters XML 1.0 cannot carry at all (ElementTree escapes markup but writes these as is,
+# and every CI parser then rejects the whole file).
+_XML_ILLEGAL = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def _xml_safe(text: str) -> str:
+    return _XML_ILLEGAL.sub("\ufffd", text)
+
 
 def _failure_text(findings: list[Finding]) -> str:
-    return "\n".join(
+    return _xml_safe("\n".join(
         f"{f.kind} {f.digest or f.path or ''}: {f.message}".replace("  ", " ") for f in findings
-    )
+    ))
 
 
 def render(report: Report) -> str:
     """A `<testsuites>` document CI systems understand."""
-    suite = ET.Element("testsuite", name=f"regverify {report.mode} {report.target}",
+    suite = ET.Element("testsuite", name=_xml_safe(f"regverify {report.mode} {report.target}"),
                        time=f"{report.duration_seconds:.3f}")
     cases: list[tuple[str, str, list[Finding], bool]] = []
     if report.images:
@@ -45,13 +54,15 @@ def render(report: Report) -> str:
             cases.append((report.target, name, found, False))
     failures = errors = 0
     for classname, name, found, errored in cases:
-        case = ET.SubElement(suite, "testcase", classname=classname, name=name)
+        case = ET.SubElement(suite, "testcase", classname=_xml_safe(classname),
+                             name=_xml_safe(name))
         defects = [f for f in found if f.is_defect]
         incomplete = [f for f in found if f.is_incomplete]
         if defects:
             failures += 1
             node = ET.SubElement(case, "failure", type=str(defects[0].kind),
-                                 message=f"{len(defects)} defect(s): {defects[0].message}")
+                                 message=_xml_safe(
+                                     f"{len(defects)} defect(s): {defects[0].message}"))
             node.text = _failure_text(defects)
         elif errored or incomplete:
             errors += 1

@@ -1,0 +1,522 @@
+"""Secrets never printed, Authorization never sent to another origin, TLS verified by default.
+
+Real registries throughout: htpasswd Basic auth, Bearer tokens from `TokenServer` (short-lived,
+so they expire mid-run), TLS with a throwaway CA (trustme), and a loopback "registry front" that
+answers blob requests with 307 to a second loopback "storage" server, whose received headers
+are the evidence.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import ssl
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import trustme
+from typer.testing import CliRunner
+
+from tests.faultproxy import Exchange, FaultPlan, FaultProxy, LoopbackHTTPServer
+from tests.harness import RegistryServer, blob_data_path, push_image, push_index
+from tests.tokenserver import TokenServer
+from verifier.cli import app
+from verifier.reporters import Format
+
+pytestmark = pytest.mark.registry
+
+USER = "ci-robot"
+PASSWORD = "Pw-7f3a9c2e-never-print-me"
+# bcrypt(PASSWORD, cost 5), made once with libxcrypt: the registry accepts only bcrypt entries.
+HTPASSWD = f"{USER}:$2b$05$dAW3CWAJevxXweI9mrggPuii1TMv/yax4N3Uxn/rRIlUYqijdQOzC\n"
+IDENTITY_TOKEN = "idtok-51c0ffee-never-print-me"
+_PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
+
+
+@dataclass
+class Run:
+    """One CLI run: everything it wrote anywhere."""
+
+    args: tuple[str, ...]
+    code: int
+    stdout: str
+    stderr: str
+    files: dict[str, str] = field(default_factory=dict)
+
+    def texts(self) -> list[str]:
+        """Every output of the run."""
+        return [self.stdout, self.stderr, *self.files.values()]
+
+
+def regverify(*args: str, env: dict[str, str] | None = None, stdin: str | None = None,
+              output: Path | None = None) -> Run:
+    """The real CLI in a subprocess, ambient proxies and credentials removed."""
+    base = {k: v for k, v in os.environ.items()
+            if k not in _PROXY_VARS and not k.startswith("REGVERIFY_")}
+    cmd = [sys.executable, "-m", "verifier", *args]
+    if output is not None:
+        cmd += ["--output", str(output)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, input=stdin, timeout=120,
+                          env={**base, **(env or {})})
+    run = Run(tuple(args), proc.returncode, proc.stdout, proc.stderr)
+    if output is not None and output.exists():
+        run.files[str(output)] = output.read_text()
+    return run
+
+
+def regverify_in_process(*args: str, env: dict[str, str] | None = None,
+                         stdin: str | None = None, output: Path | None = None) -> Run:
+    """The same run in-process (cheaper than a new interpreter); stderr includes tracebacks."""
+    clean: dict[str, str | None] = {k: None for k in os.environ if k.startswith("REGVERIFY_")}
+    argv = [*args, *(["--output", str(output)] if output is not None else [])]
+    result = CliRunner().invoke(app, argv, input=stdin, env={**clean, **(env or {})})
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    run = Run(tuple(args), result.exit_code, result.stdout, result.stderr)
+    if output is not None and output.exists():
+        run.files[str(output)] = output.read_text()
+    return run
+
+
+def report(run: Run) -> dict[str, Any]:
+    """The JSON report of a `--format json` run."""
+    assert run.stdout.strip(), (run.args, run.stderr)
+    doc: dict[str, Any] = json.loads(run.stdout)
+    return doc
+
+
+def assert_no_secret(runs: list[Run], secrets: list[str]) -> None:
+    """No secret, and no Authorization value, in any output of any run."""
+    secrets = [s for s in secrets if s]
+    for run in runs:
+        for text in run.texts():
+            for secret in secrets:
+                assert secret not in text, (run.args, secret[:12] + "...")
+            assert "Authorization" not in text and "eyJ" not in text, run.args
+
+
+def basic_secrets() -> list[str]:
+    """Every form the Basic credentials could leak in."""
+    encoded = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+    return [PASSWORD, encoded, encoded[:16], IDENTITY_TOKEN]
+
+
+# --- registries ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Secured:
+    """A registry behind authentication, with one healthy and one broken image."""
+
+    server: RegistryServer
+    healthy: str
+    broken: str
+    tokens: TokenServer | None = None
+
+
+def _populate(server: RegistryServer, auth: tuple[str, str] | None) -> tuple[str, str]:
+    push_index(server, "private/app", "v1", auth=auth)
+    broken = push_image(server, "private/broken", "v1", auth=auth)
+    blob_data_path(server.v2, broken.layers[0].digest).unlink()
+    return "private/app:v1", "private/broken:v1"
+
+
+@pytest.fixture(scope="module")
+def basic(registry_bin: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
+    """htpasswd Basic auth, the Debian registry's own."""
+    workdir = tmp_path_factory.mktemp("basic")
+    (workdir / "htpasswd").write_text(HTPASSWD)
+    server = RegistryServer(htpasswd=workdir / "htpasswd", workdir=workdir / "registry",
+                            registry_bin=registry_bin)
+    server.start()
+    try:
+        healthy, broken = _populate(server, (USER, PASSWORD))
+        server.restart()  # cold cache: the deleted layer is a 404
+        yield Secured(server, healthy, broken)
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def bearer(registry_bin: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
+    """Token auth: the registry trusts `TokenServer`'s signing certificate."""
+    workdir = tmp_path_factory.mktemp("bearer")
+    tokens = TokenServer(workdir, users={USER: PASSWORD},
+                         refresh_tokens={IDENTITY_TOKEN: USER})
+    tokens.start()
+    server = RegistryServer(workdir=workdir / "registry", registry_bin=registry_bin)
+    try:
+        server.start()
+        healthy, broken = _populate(server, None)  # pushed before auth is switched on
+        server.stop()
+        server.extra_config = tokens.registry_config()
+        server.start()
+        yield Secured(server, healthy, broken, tokens)
+    finally:
+        server.stop()
+        tokens.stop()
+
+
+@pytest.fixture
+def fresh_tokens(bearer: Secured) -> Iterator[TokenServer]:
+    """The bearer registry's token server, records cleared and lifetimes restored after."""
+    tokens = bearer.tokens
+    assert tokens is not None
+    tokens.received.clear()
+    yield tokens
+    tokens.expires_in = tokens.lifetime = 300
+
+
+def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    return {"DOCKER_CONFIG": str(tmp_path), **extra}
+
+
+# --- nothing secret in any output ------------------------------------------------------------
+
+
+def _every_output_runs(secured: Secured, tmp_path: Path) -> list[Run]:
+    """Every command x format x credential source, a failing login and a lost registry."""
+    host = secured.server.host
+    creds = _env(tmp_path / "empty", REGVERIFY_USERNAME=USER, REGVERIFY_PASSWORD=PASSWORD)
+    config_dir = tmp_path / "docker"
+    config_dir.mkdir()
+    auth = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+    entry = {"identitytoken": IDENTITY_TOKEN} if secured.tokens else {"auth": auth}
+    (config_dir / "config.json").write_text(json.dumps({"auths": {host: entry}}))
+    jobs: list[tuple[tuple[str, ...], dict[str, Any]]] = [
+        (("image", f"{host}/{secured.healthy}", "--plain-http", "--format", "json",
+          "--verbose"), {"env": creds}),
+        (("image", f"{host}/{secured.broken}", "--plain-http", "--verbose"), {"env": creds}),
+    ]
+    for fmt in Format:
+        jobs.append((("scan", host, "--plain-http", "--format", str(fmt), "--verbose"),
+                     {"env": creds}))
+        jobs.append((("scan", host, "--plain-http", "--format", str(fmt)),
+                     {"env": creds, "output": tmp_path / f"report.{fmt}"}))
+    jobs.append((("scan", host, "--plain-http", "--format", "json", "-u", USER,
+                  "--password-stdin", "--verbose"),
+                 {"env": _env(tmp_path / "empty"), "stdin": PASSWORD + "\n"}))
+    jobs.append((("scan", host, "--plain-http", "--format", "json", "--verbose"),
+                 {"env": _env(config_dir)}))
+    wrong = _env(tmp_path / "empty", REGVERIFY_USERNAME=USER,
+                 REGVERIFY_PASSWORD=PASSWORD[:-1] + "X")
+    jobs.append((("scan", host, "--plain-http", "--verbose"), {"env": wrong}))
+    jobs.append((("image", "127.0.0.1:1/private/app:v1", "--plain-http", "--retries", "0",
+                  "--verbose"), {"env": creds}))
+    # Two in real processes (what a CI log would capture), the rest in-process.
+    runs = [regverify(*args, **kw) for args, kw in (jobs[0], jobs[-1])]
+    runs[1:1] = [regverify_in_process(*args, **kw) for args, kw in jobs[1:-1]]
+    return runs
+
+
+@pytest.mark.parametrize("kind", ["basic", "bearer"])
+def test_no_output_ever_shows_a_secret(kind: str, request: pytest.FixtureRequest,
+                                       tmp_path: Path) -> None:
+    secured: Secured = request.getfixturevalue(kind)
+    (tmp_path / "empty").mkdir()
+    runs = _every_output_runs(secured, tmp_path)
+    # The runs did what they were meant to: the secrets really were in play.
+    for run in runs[:-2]:
+        target = run.args[1]
+        expected = 0 if target.endswith(secured.healthy) else 1
+        assert run.code == expected, (run.args, run.stderr)
+    assert runs[-2].code == 3 and runs[-1].code == 3
+    assert "Traceback" in runs[-1].stderr  # --verbose really printed a traceback
+    assert any(r.files for r in runs)
+    secrets = basic_secrets()
+    if secured.tokens is not None:
+        assert secured.tokens.issued
+        secrets += secured.tokens.issued + [t.split(".")[2] for t in secured.tokens.issued]
+    assert_no_secret(runs, secrets)
+
+
+# --- Authorization never leaves its origin -----------------------------------------------------
+
+
+class Storage(LoopbackHTTPServer):
+    """Object storage stand-in: serves blobs from the registry's disk, records what it got."""
+
+    def __init__(self, v2: Path) -> None:
+        super().__init__(self._serve)
+        self.v2 = v2
+
+    async def _serve(self, exchange: Exchange) -> None:
+        digest = exchange.request.path.rsplit("/", 1)[1]
+        path = blob_data_path(self.v2, digest)
+        if not path.exists():
+            await exchange.respond(404, b"NoSuchKey")
+            return
+        data = path.read_bytes()
+        spec = exchange.request.header("range")
+        if spec and exchange.request.method == "GET":
+            first, _, last = spec.removeprefix("bytes=").partition("-")
+            await exchange.respond(206, data[int(first): int(last) + 1],
+                                   [("Content-Range", f"bytes {first}-{last}/{len(data)}")])
+            return
+        await exchange.respond(200, data, content_length=len(data))
+
+
+def _redirecting_front(registry: RegistryServer, storage: Storage) -> FaultProxy:
+    """A registry front that, once a blob request is authenticated, redirects it to storage."""
+
+    async def redirect_blobs(exchange: Exchange) -> None:
+        request = exchange.request
+        if "/blobs/sha256:" in request.path and request.header("authorization"):
+            digest = request.path.rsplit("/", 1)[1]
+            where = f"{storage.url}/bucket/{digest}?X-Amz-Signature=deadbeef&X-Amz-Expires=60"
+            await exchange.respond(307, b"", [("Location", where)])
+
+    return FaultProxy(registry.url, intercept=redirect_blobs)
+
+
+@pytest.mark.parametrize("kind", ["basic", "bearer"])
+@pytest.mark.parametrize("deep", [False, True], ids=["probe", "deep"])
+def test_authorization_never_follows_a_redirect_to_another_origin(
+    kind: str, deep: bool, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    secured: Secured = request.getfixturevalue(kind)
+    with Storage(secured.server.v2) as storage, \
+            _redirecting_front(secured.server, storage) as front:
+        run = regverify("image", f"{front.host}/{secured.healthy}", "--plain-http", "--format",
+                        "json", *(["--deep"] if deep else []),
+                        env=_env(tmp_path, REGVERIFY_USERNAME=USER, REGVERIFY_PASSWORD=PASSWORD))
+        blob_requests = [r for r in front.requests if "/blobs/" in r.path]
+    assert run.code == 0, (run.stderr, report(run)["findings"])
+    # Every blob went through the redirect, with credentials at the front, none at storage.
+    assert blob_requests and storage.requests
+    assert all(r.header("authorization") for r in blob_requests if r in front.requests)
+    assert {r.path.rsplit("/", 1)[1] for r in storage.requests} == {
+        r.path.rsplit("/", 1)[1] for r in blob_requests}
+    for received in storage.requests:
+        names = {k.lower() for k, _ in received.headers}
+        assert "authorization" not in names and "cookie" not in names, received.headers
+        assert "X-Amz-Signature=deadbeef" in received.query
+
+
+# --- TLS ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class Tls:
+    """A TLS registry and the files a user would point regverify at."""
+
+    server: RegistryServer
+    ca: trustme.CA
+    ca_pem: Path
+    other_ca_pem: Path
+
+
+@contextmanager
+def _serve_tls(server: RegistryServer, cert: Path, key: Path, ca_pem: Path) -> Iterator[None]:
+    # The harness polls its registry over plain HTTP, so the TLS one is started (and polled
+    # over HTTPS with the test CA) here, on the same storage and port.
+    config = server.config()
+    config["http"]["tls"] = {"certificate": str(cert), "key": str(key)}
+    path = server.workdir / "tls-config.json"
+    path.write_text(json.dumps(config))
+    with open(server.log_path, "ab") as log:
+        proc = subprocess.Popen([server.bin, "serve", str(path)], stdin=subprocess.DEVNULL,
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        context = ssl.create_default_context(cafile=str(ca_pem))
+        deadline = time.monotonic() + 10
+        with httpx.Client(verify=context, trust_env=False, timeout=1.0) as client:
+            while True:
+                assert proc.poll() is None, server.log_tail()
+                try:
+                    if client.get(f"https://{server.host}/v2/").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                assert time.monotonic() < deadline, server.log_tail()
+                time.sleep(0.02)
+        yield
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture(scope="module")
+def tls(registry_bin: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tls]:
+    """The real registry serving HTTPS with a certificate from a throwaway CA."""
+    workdir = tmp_path_factory.mktemp("tls")
+    server = RegistryServer(workdir=workdir / "registry", registry_bin=registry_bin)
+    server.start()
+    push_index(server, "secure/app", "v1")
+    server.stop()
+    ca, other = trustme.CA(), trustme.CA()
+    leaf = ca.issue_cert("127.0.0.1")
+    cert, key = workdir / "cert.pem", workdir / "key.pem"
+    cert.write_bytes(b"".join(blob.bytes() for blob in leaf.cert_chain_pems))
+    leaf.private_key_pem.write_to_path(str(key))
+    ca_pem, other_pem = workdir / "ca.pem", workdir / "other-ca.pem"
+    ca.cert_pem.write_to_path(str(ca_pem))
+    other.cert_pem.write_to_path(str(other_pem))
+    with _serve_tls(server, cert, key, ca_pem):
+        yield Tls(server, ca, ca_pem, other_pem)
+
+
+def test_tls_verified_by_default_and_ca_cert_works(tls: Tls, tmp_path: Path) -> None:
+    ref = f"{tls.server.host}/secure/app:v1"
+    env = _env(tmp_path)
+    runs = {
+        "default": regverify("image", ref, "--format", "json", env=env),
+        "ca-cert": regverify_in_process("image", ref, "--format", "json", "--ca-cert",
+                                        str(tls.ca_pem), env=env),
+        "other-ca": regverify_in_process("image", ref, "--format", "json", "--ca-cert",
+                                         str(tls.other_ca_pem), env=env),
+        "insecure": regverify_in_process("image", ref, "--format", "json", "--insecure",
+                                         env=env),
+        "scan": regverify_in_process("scan", tls.server.host, "--format", "json", "--ca-cert",
+                                     str(tls.ca_pem), env=env),
+    }
+    assert runs["ca-cert"].code == 0, runs["ca-cert"].stderr
+    assert report(runs["ca-cert"])["images"][0]["status"] == "ok"
+    assert runs["insecure"].code == 0 and runs["scan"].code == 0
+    for name in ("default", "other-ca"):
+        run = runs[name]
+        assert run.code == 3 and run.stdout == ""
+        assert run.stderr.count("\n") == 1 and "Traceback" not in run.stderr
+        assert f"TLS verification failed for {tls.server.host}" in run.stderr
+        assert "--ca-cert" in run.stderr and "--insecure" in run.stderr
+
+
+def test_tls_name_mismatch_and_unusable_ca_file(tls: Tls, tmp_path: Path) -> None:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.ca.issue_cert("registry.wrong.example").configure_cert(context)
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("-----BEGIN CERTIFICATE-----\nnot a certificate\n")
+    with FaultProxy(f"https://{tls.server.host}", tls=context) as wrong_name:
+        mismatch = regverify_in_process("image", f"{wrong_name.host}/secure/app:v1",
+                                        "--ca-cert", str(tls.ca_pem), env=_env(tmp_path))
+    assert mismatch.code == 3 and "TLS verification failed" in mismatch.stderr
+    unusable = regverify_in_process("image", f"{tls.server.host}/secure/app:v1", "--ca-cert",
+                                    str(garbage), env=_env(tmp_path))
+    assert unusable.code == 2 and "cannot load CA certificate" in unusable.stderr
+    assert unusable.stderr.count("\n") == 1
+
+
+# --- Basic and Bearer against the real registry -------------------------------------------------
+
+
+def test_basic_auth_scan(basic: Secured, tmp_path: Path) -> None:
+    run = regverify("scan", basic.server.host, "--plain-http", "--format", "json",
+                    env=_env(tmp_path, REGVERIFY_USERNAME=USER, REGVERIFY_PASSWORD=PASSWORD))
+    doc = report(run)
+    assert run.code == 1
+    assert {i["repository"]: i["status"] for i in doc["images"]} == {
+        "private/app": "ok", "private/broken": "broken"}
+    assert {f["kind"] for f in doc["findings"]} == {"blob_missing"}
+
+
+def test_bearer_tokens_are_per_scope_and_cached(bearer: Secured, fresh_tokens: TokenServer,
+                                                tmp_path: Path) -> None:
+    run = regverify("scan", bearer.server.host, "--plain-http", "--format", "json",
+                    env=_env(tmp_path, REGVERIFY_USERNAME=USER, REGVERIFY_PASSWORD=PASSWORD))
+    assert run.code == 1, run.stderr
+    scopes = fresh_tokens.scopes_requested()
+    assert sorted(scopes) == ["registry:catalog:*", "repository:private/app:pull",
+                              "repository:private/broken:pull"]  # one token each, reused
+    assert all(r.user == USER and r.status == 200 for r in fresh_tokens.received)
+
+
+def test_bearer_identity_token_from_docker_config(bearer: Secured, fresh_tokens: TokenServer,
+                                                  tmp_path: Path) -> None:
+    config = {"auths": {bearer.server.host: {"identitytoken": IDENTITY_TOKEN}}}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    run = regverify("image", f"{bearer.server.host}/{bearer.healthy}", "--plain-http",
+                    env=_env(tmp_path))
+    assert run.code == 0, run.stderr
+    assert {r.method for r in fresh_tokens.received} == {"POST"}
+    assert_no_secret([run], basic_secrets() + fresh_tokens.issued)
+
+
+def test_bearer_refused_is_incomplete(bearer: Secured, fresh_tokens: TokenServer,
+                                      tmp_path: Path) -> None:
+    run = regverify("image", f"{bearer.server.host}/{bearer.healthy}", "--plain-http",
+                    "--format", "json",
+                    env=_env(tmp_path, REGVERIFY_USERNAME=USER, REGVERIFY_PASSWORD="wrong"))
+    assert run.code == 3
+    assert {f["kind"] for f in report(run)["findings"]} == {"auth_failed"}
+    assert report(run)["images"][0]["status"] == "error"
+
+
+def _slow_scan(bearer: Secured, tmp_path: Path) -> tuple[Run, FaultProxy]:
+    # Every request is delayed so the run outlives the tokens' two-second lifetime.
+    plan = FaultPlan(rate=1.0, faults=("delay",), delay=(0.08, 0.08))
+    with FaultProxy(bearer.server.url, plan) as slow:
+        run = regverify("scan", slow.host, "--plain-http", "--format", "json", "--concurrency",
+                        "1", env=_env(tmp_path, REGVERIFY_USERNAME=USER,
+                                      REGVERIFY_PASSWORD=PASSWORD))
+    return run, slow
+
+
+def _bearer_401s(proxy: FaultProxy) -> int:
+    """Requests that carried a Bearer token and were answered 401 (the token was refused)."""
+    return sum(1 for e in proxy.events if e.status == 401 and e.request is not None
+               and (e.request.header("authorization") or "").startswith("Bearer "))
+
+
+def test_token_expiring_mid_scan_is_renewed_on_401(bearer: Secured, fresh_tokens: TokenServer,
+                                                   tmp_path: Path) -> None:
+    """The client is told 300 s, the registry stops accepting after 2 s: a 401 mid-scan."""
+    fresh_tokens.expires_in, fresh_tokens.lifetime = 300, 2
+    run, slow = _slow_scan(bearer, tmp_path)
+    doc = report(run)
+    assert run.code == 1, doc["findings"]
+    assert {i["repository"]: i["status"] for i in doc["images"]} == {
+        "private/app": "ok", "private/broken": "broken"}
+    assert _bearer_401s(slow) >= 1  # a token the client still trusted was refused ...
+    scopes = fresh_tokens.scopes_requested()
+    assert len(scopes) > len(set(scopes))  # ... and renewed, and the scan carried on
+
+
+def test_short_expires_in_renews_before_the_registry_refuses(
+    bearer: Secured, fresh_tokens: TokenServer, tmp_path: Path
+) -> None:
+    # exp has one-second granularity: a lifetime of 3 s is at least 2 s, twice what the
+    # client is told, so an honest short expires_in is always renewed in time.
+    fresh_tokens.expires_in, fresh_tokens.lifetime = 1, 3
+    run, slow = _slow_scan(bearer, tmp_path)
+    assert run.code == 1, report(run)["findings"]
+    scopes = fresh_tokens.scopes_requested()
+    assert len(scopes) > len(set(scopes))
+    assert _bearer_401s(slow) == 0
+
+
+def test_flaky_token_service_is_retried_not_refused(
+    bearer: Secured, fresh_tokens: TokenServer, tmp_path: Path, registry_bin: str
+) -> None:
+    """The token service answers 503/429, resets, cuts bodies: transient, so retried."""
+    plan = FaultPlan(seed=4, rate=0.6, faults=("503", "429", "reset", "truncate", "502"),
+                     max_streak=2, retry_after_seconds=(0,))
+    with FaultProxy(fresh_tokens.url, plan) as flaky:
+        server = RegistryServer(workdir=tmp_path / "registry", registry_bin=registry_bin)
+        server.extra_config = fresh_tokens.registry_config()
+        server.extra_config["auth"]["token"]["realm"] = f"{flaky.url}/token"
+        # The same storage as the bearer registry: same images, same damage.
+        server.extra_config["storage"] = {"filesystem": {"rootdirectory": str(bearer.server.root)}}
+        server.start()
+        try:
+            run = regverify("scan", server.host, "--plain-http", "--format", "json",
+                            env=_env(tmp_path, REGVERIFY_USERNAME=USER,
+                                     REGVERIFY_PASSWORD=PASSWORD))
+        finally:
+            server.stop()
+    doc = report(run)
+    assert flaky.injected, flaky.events
+    assert run.code == 1, doc["findings"]
+    assert {i["repository"]: i["status"] for i in doc["images"]} == {
+        "private/app": "ok", "private/broken": "broken"}
