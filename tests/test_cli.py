@@ -195,3 +195,12 @@ def test_password_from_stdin_is_never_echoed() -> None:
                                  "-u", "alice", "--password-stdin"], input="hunter2-secret\n")
     assert result.exit_code == 3
     assert "hunter2-secret" not in result.output
+
+
+def test_filesystem_commands_are_mounted_on_the_real_app() -> None:
+    """`regverify fs scan|fix|restore|gc-preview` reach their commands through verifier.cli."""
+    from verifier.cli import app as real_app
+
+    for command in ("scan", "fix", "restore", "gc-preview"):
+        result = CliRunner().invoke(real_app, ["fs", command, "--help"])
+        assert result.exit_code == 0, (command, result.output)

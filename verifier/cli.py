@@ -40,6 +40,7 @@ from verifier.reporters import Format, write_report
 from verifier.reporters.prometheus import DEFAULT_MAX_BROKEN_SERIES, Identity
 from verifier.scan import Filters, ScanOptions, parse_shard, read_repos_file, verify_registry
 from verifier.settle import PLUGIN_DEFAULT_SETTLE, verify_settled
+from verifier.storage import gc_cli
 from verifier.storage.cli import fs_app
 from verifier.verify import RunOptions, verify_image
 from verifier.walk import WalkOptions
@@ -472,6 +473,7 @@ def plugin_command(
 
 
 # Filesystem mode: `regverify fs scan|fix|restore` (verifier/storage/cli.py).
+gc_cli.register(fs_app)
 app.add_typer(fs_app, name="fs")
 
 
