@@ -302,10 +302,10 @@ def test_systemd_units_parse_and_fit_together() -> None:
     argv = _exec_start()
     assert Path(argv[0]).name == "regverify"
     params = parse_cli(argv[1:])
-    assert str(params["fmt"]) == "prometheus"
-    output = Path(params["output"])
-    assert str(output.parent) in service["Service"]["ReadWritePaths"]
-    assert output.suffix == ".prom"  # node_exporter's textfile collector reads only *.prom
+    textfile = Path(params["textfile"])
+    assert str(textfile.parent) in service["Service"]["ReadWritePaths"]
+    assert textfile.suffix == ".prom"  # node_exporter's textfile collector reads only *.prom
+    assert str(Path(params["output"]).parent) in service["Service"]["ReadWritePaths"]
 
 
 def test_systemd_analyze_verify(tmp_path: Path) -> None:
@@ -334,7 +334,8 @@ def test_systemd_scan_command_on_real_storage(registry: RegistryServer, tmp_path
     textfile = tmp_path / "node-exporter" / "regverify-fs.prom"
     (tmp_path / "node-exporter").mkdir()
     args = [str(registry.root) if a == "/var/lib/docker-registry" else
-            str(textfile) if a.endswith(".prom") else a for a in argv[1:]]
+            str(textfile) if a.endswith(".prom") else
+            str(tmp_path / "fs-scan.json") if a.endswith(".json") else a for a in argv[1:]]
     run = subprocess.run([sys.executable, "-m", "verifier", *args], capture_output=True,
                          text=True, timeout=120, check=False)
     # 1 = defects found, which the unit treats as success (SuccessExitStatus=1).

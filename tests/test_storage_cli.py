@@ -207,3 +207,32 @@ def test_internal_error_is_one_line_exit_3(
     assert err.strip() == (
         "regverify: error: internal error: RuntimeError: kaput (rerun with --verbose)"
     )
+
+
+@pytest.mark.registry
+def test_fs_scan_textfile_of_real_storage_passes_promtool(
+    registry: object, tmp_path: Path
+) -> None:
+    """`fs scan --textfile` on storage a real registry wrote, with one orphan layer link."""
+    from tests.harness import RegistryServer, blob_data_path, push_image
+    from tests.promtool import check_metrics
+
+    assert isinstance(registry, RegistryServer)
+    image = push_image(registry, "app/web", "v1")
+    registry.stop()
+    blob_data_path(registry.v2, image.layers[0].digest).unlink()
+    textfile = tmp_path / "metrics" / "regverify-fs.prom"
+    code, _, _ = invoke("scan", registry.root, "--format", "json", "--textfile", textfile)
+    assert code == 1
+    text = textfile.read_text()
+    check_metrics(text)
+    orphans = f'regverify_fs_orphan_layer_links{{mode="fs-scan",registry="{registry.root}"}} 1.0'
+    assert orphans in text
+    assert "regverify_last_success_timestamp_seconds{" in text
+    # A run that cannot start still updates the run timestamp (and keeps the old values).
+    code, _, _ = invoke("scan", registry.root, "--registry", "no-such", "--textfile", textfile)
+    assert code == 2
+    after = textfile.read_text()
+    check_metrics(after)
+    assert orphans in after
+    assert after != text  # the run timestamp moved

@@ -18,7 +18,9 @@ import typer
 
 from verifier.errors import ExitCode, VerifierError
 from verifier.findings import Report
+from verifier.metrics_output import DEFAULT_JOB, MetricsOutput
 from verifier.reporters import Format, write_report
+from verifier.reporters.prometheus import DEFAULT_MAX_BROKEN_SERIES, Identity
 from verifier.storage.layout import (
     StorageLayout,
     check_registry_names,
@@ -68,6 +70,24 @@ VerifyDigests = Annotated[
 FormatOpt = Annotated[Format, typer.Option("--format", "-f", help="Report format.")]
 OutputOpt = Annotated[Path | None, typer.Option("--output", "-o", help="Write the report here.")]
 Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Tracebacks on errors.")]
+TextfileOpt = Annotated[
+    Path | None,
+    typer.Option("--textfile", help="Also write Prometheus metrics to this file, atomically "
+                 "(node_exporter textfile collector), even when the run cannot complete."),
+]
+PushgatewayOpt = Annotated[
+    str | None,
+    typer.Option("--pushgateway", help="Also push Prometheus metrics to this Pushgateway URL."),
+]
+PushJobOpt = Annotated[str, typer.Option("--push-job", help="Pushgateway job name.")]
+
+
+def _metrics(path: Path, mode: str, textfile: Path | None, pushgateway: str | None,
+             push_job: str) -> MetricsOutput:
+    """Metrics outputs labelled with the storage path (the `registry` label) and the mode."""
+    return MetricsOutput(Identity(str(path), mode), textfile=textfile,
+                         pushgateway=pushgateway or None, job=push_job,
+                         max_broken_series=DEFAULT_MAX_BROKEN_SERIES)
 
 
 def _fail(message: str, code: ExitCode) -> typer.Exit:
@@ -102,23 +122,38 @@ def _layout(path: Path, registry: list[str] | None, proxy_cache: list[str] | Non
     return select_registries(layout, registry or [])
 
 
-def _run(body: Callable[[], Report], fmt: Format, output: Path | None, verbose: bool) -> None:
-    """Run `body`, write its report, exit with the report's code or the error's."""
+def _record_failure(metrics: MetricsOutput | None, started: float) -> None:
+    """Record a run that raised; a metrics error is shown, but the run's own error decides."""
+    if metrics is None or not metrics.enabled:
+        return
+    try:
+        metrics.emit_failure(time.monotonic() - started)
+    except VerifierError as exc:
+        typer.echo(f"regverify: error: {exc}", err=True)
+
+
+def _run(body: Callable[[], Report], fmt: Format, output: Path | None, verbose: bool,
+         metrics: MetricsOutput | None = None) -> None:
+    """Run `body`, write its report (and metrics), exit with the report's code or the error's."""
+    started = time.monotonic()
     try:
         report = body()
     except FixRefused as exc:
         # Show what the scan found, then the refusal: the operator needs both.
         _write(exc.report, fmt, output)
+        _record_failure(metrics, started)
         raise _fail(str(exc), exc.exit_code) from None
     except VerifierError as exc:
         if verbose:
             traceback.print_exc()
+        _record_failure(metrics, started)
         raise _fail(str(exc), exc.exit_code) from None
     except KeyboardInterrupt:
         raise _fail("interrupted", ExitCode.INCOMPLETE) from None
     except Exception as exc:  # a bug must still honour the contract: exit 3, one line
         if verbose:
             traceback.print_exc()
+        _record_failure(metrics, started)
         raise _fail(
             f"internal error: {type(exc).__name__}: {exc} (rerun with --verbose)",
             ExitCode.INCOMPLETE,
@@ -127,6 +162,12 @@ def _run(body: Callable[[], Report], fmt: Format, output: Path | None, verbose: 
         if note.startswith("WARNING"):
             typer.secho(f"regverify: {note}", err=True, fg=typer.colors.RED, bold=True)
     _write(report, fmt, output)
+    if metrics is not None and metrics.enabled:
+        try:
+            metrics.emit(report)
+        except VerifierError as exc:
+            # Unattended probes must not look healthy when their metrics were lost.
+            raise _fail(str(exc), exc.exit_code) from None
     raise typer.Exit(int(report.exit_code))
 
 
@@ -146,6 +187,9 @@ def scan_command(
     fmt: FormatOpt = Format.HUMAN,
     output: OutputOpt = None,
     verbose: Verbose = False,
+    textfile: TextfileOpt = None,
+    pushgateway: PushgatewayOpt = None,
+    push_job: PushJobOpt = DEFAULT_JOB,
 ) -> None:
     """Report orphan links, orphan index children, dangling tags/revisions; change nothing."""
 
@@ -154,7 +198,7 @@ def scan_command(
         options = ScanOptions(verify_digests, frozenset(proxy_cache or []))
         return scan_storage(layout, options, _progress() if verify_digests else None).report
 
-    _run(body, fmt, output, verbose)
+    _run(body, fmt, output, verbose, _metrics(path, "fs-scan", textfile, pushgateway, push_job))
 
 
 @fs_app.command("fix")
@@ -194,6 +238,9 @@ def fix_command(
     fmt: FormatOpt = Format.HUMAN,
     output: OutputOpt = None,
     verbose: Verbose = False,
+    textfile: TextfileOpt = None,
+    pushgateway: PushgatewayOpt = None,
+    push_job: PushJobOpt = DEFAULT_JOB,
 ) -> None:
     """Quarantine orphan layer links (journaled, restorable); never delete anything."""
 
@@ -206,7 +253,7 @@ def fix_command(
             _progress() if verify_digests else None,
         )
 
-    _run(body, fmt, output, verbose)
+    _run(body, fmt, output, verbose, _metrics(path, "fs-fix", textfile, pushgateway, push_job))
 
 
 @fs_app.command("restore")
