@@ -290,7 +290,13 @@ def test_serve_stops_mid_scan_on_sigterm(registry: RegistryServer, tmp_path: Pat
     server = ServeProcess(registry.host, "--plain-http", "--interval", "1h", "--max-rps", "0.2",
                           log=tmp_path / "serve.log")
     serve_process.append(server)
+    # The gauge exists from start-up at 0; wait until the first scan has really begun.
     text = server.wait_for("/metrics", "regverify_scan_in_progress{")
+    for _ in range(300):
+        if value(text, "regverify_scan_in_progress") == 1:
+            break
+        time.sleep(0.1)
+        text = server.get("/metrics").text
     assert value(text, "regverify_scan_in_progress") == 1
     assert "regverify_last_run_timestamp_seconds" not in samples(text)
 

@@ -94,7 +94,9 @@ def test_shared_layer_is_checked_once_per_repository() -> None:
     findings, walker = walk(fake, "v1")
     assert findings == []
     shared_digest = _digest(shared)
-    assert fake.hits[("HEAD", f"/v2/repo/blobs/{shared_digest}")] == 1
+    # One probe per (repository, digest): the default probe is a single ranged GET (issue 7).
+    assert fake.hits[("GET", f"/v2/repo/blobs/{shared_digest}")] == 1
+    assert fake.hits[("HEAD", f"/v2/repo/blobs/{shared_digest}")] == 0
     assert walker.counters["blobs"] == 5  # 2 configs + shared + a + b
 
 
@@ -140,6 +142,7 @@ def test_foreign_layer_is_info_and_not_fetched() -> None:
     findings, _ = walk(fake, "v1")
     assert [(f.kind, f.severity) for f in findings] == [(Kind.FOREIGN_LAYER, Severity.INFO)]
     assert fake.hits[("HEAD", f"/v2/repo/blobs/{foreign['digest']}")] == 0
+    assert fake.hits[("GET", f"/v2/repo/blobs/{foreign['digest']}")] == 0
 
 
 def test_schema1_is_a_warning() -> None:

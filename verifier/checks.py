@@ -219,3 +219,19 @@ def check_blob_stream(ctx: Context, desc: Descriptor, stream: BlobStream) -> lis
         return [finding(ctx, Kind.DIGEST_MISMATCH, "blob content does not hash to its digest",
                         expected_digest=desc.digest, actual_digest=stream.digest, **common)]
     return []
+
+
+def check_range_probe(ctx: Context, desc: Descriptor, read: RangeRead) -> list[Finding]:
+    """The default blob probe, one ranged GET: `check_last_byte`, plus the digest header.
+
+    distribution sends `Docker-Content-Digest` on GET as on HEAD, so nothing a HEAD would have
+    shown goes unchecked (issue 7; docs/performance.md).
+    """
+    found = check_last_byte(ctx, desc, read)
+    if not found and read.digest_header and read.digest_header != desc.digest:
+        found.append(finding(ctx, Kind.DIGEST_MISMATCH,
+                             "registry reports another digest for this blob",
+                             digest=desc.digest, media_type=desc.media_type,
+                             http_status=read.status, expected_digest=desc.digest,
+                             actual_digest=read.digest_header))
+    return found

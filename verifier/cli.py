@@ -43,7 +43,7 @@ from verifier.settle import PLUGIN_DEFAULT_SETTLE, verify_settled
 from verifier.storage import gc_cli
 from verifier.storage.cli import fs_app
 from verifier.verify import RunOptions, verify_image
-from verifier.walk import WalkOptions
+from verifier.walk import BlobProbe, WalkOptions
 
 app = typer.Typer(
     name="regverify",
@@ -76,6 +76,19 @@ MaxManifest = Annotated[
     int, typer.Option("--max-manifest-bytes", min=1024, help="Refuse manifests above this size.")
 ]
 Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Tracebacks on errors.")]
+# Registry cost per blob and repeat scans (issue 7; docs/performance.md).
+BlobProbeOpt = Annotated[
+    BlobProbe,
+    typer.Option("--blob-probe", help="How a blob is proved servable without --deep: 'range' "
+                 "(one ranged GET of the last byte; catches every defect HEAD+range does) or "
+                 "'head+range' (HEAD, then the ranged GET)."),
+]
+CacheDir = Annotated[
+    Path | None,
+    typer.Option("--cache-dir", help="Keep manifests here across runs (keyed by digest, "
+                 "verified on read): a known manifest is checked with a HEAD instead of a GET. "
+                 "Blobs are checked every run."),
+]
 # Metrics outputs, on every command (issue 5; names and rules in docs/metrics.md).
 TextfileOpt = Annotated[
     Path | None,
@@ -177,6 +190,8 @@ def build_run_options(
     max_manifest_bytes: int,
     deep: bool,
     max_rps: float | None = None,
+    blob_probe: BlobProbe = BlobProbe.RANGE,
+    cache_dir: Path | None = None,
 ) -> RunOptions:
     """Client, walk and credential settings from the shared command-line options."""
     port = host.rpartition(":")[2] if not host.endswith("]") else ""
@@ -199,8 +214,9 @@ def build_run_options(
             concurrency=concurrency, timeout=timeout, retries=retries, deadline=deadline,
             max_rps=max_rps, max_manifest_bytes=max_manifest_bytes,
         ),
-        walk=WalkOptions(deep=deep),
+        walk=WalkOptions(deep=deep, blob_probe=blob_probe),
         credentials=credentials,
+        cache_dir=cache_dir,
     )
 
 
@@ -226,6 +242,8 @@ def image_command(
     deadline: Deadline = None,
     max_manifest_bytes: MaxManifest = DEFAULT_MAX_MANIFEST_BYTES,
     settle: Settle = 0.0,
+    blob_probe: BlobProbeOpt = BlobProbe.RANGE,
+    cache_dir: CacheDir = None,
     textfile: TextfileOpt = None,
     pushgateway: PushgatewayOpt = None,
     push_job: PushJobOpt = DEFAULT_JOB,
@@ -239,7 +257,8 @@ def image_command(
             ref.api_host, plain_http=plain_http, insecure=insecure, ca_cert=ca_cert,
             username=username, password_stdin=password_stdin, concurrency=concurrency,
             timeout=timeout, retries=retries, deadline=deadline,
-            max_manifest_bytes=max_manifest_bytes, deep=deep,
+            max_manifest_bytes=max_manifest_bytes, deep=deep, blob_probe=blob_probe,
+            cache_dir=cache_dir,
         )
     except VerifierError as exc:
         raise _fail(str(exc), exc.exit_code) from None
@@ -311,6 +330,8 @@ def scan_command(
     retries: Retries = 4,
     deadline: Deadline = None,
     max_manifest_bytes: MaxManifest = DEFAULT_MAX_MANIFEST_BYTES,
+    blob_probe: BlobProbeOpt = BlobProbe.RANGE,
+    cache_dir: CacheDir = None,
     textfile: TextfileOpt = None,
     pushgateway: PushgatewayOpt = None,
     push_job: PushJobOpt = DEFAULT_JOB,
@@ -336,6 +357,7 @@ def scan_command(
             ca_cert=ca_cert, username=username, password_stdin=password_stdin,
             concurrency=concurrency, timeout=timeout, retries=retries, deadline=deadline,
             max_manifest_bytes=max_manifest_bytes, deep=deep, max_rps=max_rps,
+            blob_probe=blob_probe, cache_dir=cache_dir,
         )
     except VerifierError as exc:
         raise _fail(str(exc), exc.exit_code) from None
@@ -397,6 +419,8 @@ def serve_command(
     retries: Retries = 4,
     deadline: Deadline = None,
     max_manifest_bytes: MaxManifest = DEFAULT_MAX_MANIFEST_BYTES,
+    blob_probe: BlobProbeOpt = BlobProbe.RANGE,
+    cache_dir: CacheDir = None,
     max_broken_series: MaxBrokenSeries = DEFAULT_MAX_BROKEN_SERIES,
     verbose: Verbose = False,
 ) -> None:
@@ -412,6 +436,7 @@ def serve_command(
             ca_cert=ca_cert, username=username, password_stdin=password_stdin,
             concurrency=concurrency, timeout=timeout, retries=retries, deadline=deadline,
             max_manifest_bytes=max_manifest_bytes, deep=deep, max_rps=max_rps,
+            blob_probe=blob_probe, cache_dir=cache_dir,
         )
     except VerifierError as exc:
         raise _fail(str(exc), exc.exit_code) from None

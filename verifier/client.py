@@ -21,11 +21,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
-from httpx_aiohttp import HttpxAiohttpClient
 
 from verifier.auth import Credentials, RegistryAuth, TokenServiceUnavailable
 from verifier.errors import IncompleteError, RegistryUnreachable, UsageError
 from verifier.manifest import ACCEPT, DEFAULT_MAX_MANIFEST_BYTES
+from verifier.transport import AiohttpClient
 
 RETRYABLE_STATUS = frozenset({408, 429, 502, 503, 504})
 #: A full blob read (`--deep`) may take `--timeout` plus one second per this many bytes; a
@@ -93,6 +93,9 @@ class RangeRead:
     declared_length: int | None = None
     total_size: int | None = None
     truncated: bool = False
+    #: distribution sends Docker-Content-Digest on blob GETs too, so one ranged GET answers
+    #: everything a HEAD does (issue 7).
+    digest_header: str | None = None
 
 
 @dataclass(frozen=True)
@@ -238,14 +241,14 @@ def http_client_class(transport: httpx.AsyncBaseTransport | None) -> type[httpx.
 
     httpx's own async transport (httpcore) costs about three times the CPU per request of
     aiohttp on this workload and made the client, not the registry, the bottleneck of a scan
-    (issue 7). `HttpxAiohttpClient` keeps every httpx behaviour we rely on -- auth flow,
-    redirects (Authorization dropped across origins), timeouts, limits, TLS context, proxies
-    from the environment -- and only swaps the transport. An injected transport (tests, the
-    fault proxy) is used as is; under respx the stock transport keeps its mocks in the path.
+    (issue 7). `AiohttpClient` keeps every httpx behaviour we rely on -- auth flow, redirects
+    (Authorization dropped across origins), timeouts, limits, TLS context, proxies from the
+    environment -- and only swaps the transport (verifier/transport.py). An injected transport
+    (tests) is used as is; under respx the stock transport keeps its mocks in the path.
     """
     if transport is not None or _respx_active():
         return httpx.AsyncClient
-    return HttpxAiohttpClient
+    return AiohttpClient
 
 
 class RegistryClient:
@@ -292,6 +295,9 @@ class RegistryClient:
         self._limiter = _RateLimiter(self.options.max_rps) if self.options.max_rps else None
         self._started = time.monotonic()
         self.requests_by_code: Counter[str] = Counter()
+        #: Attempts by what they asked for (manifest, blob, tags, catalog, other): the
+        #: "requests per blob / per manifest" of issue 7 come from these.
+        self.requests_by_kind: Counter[str] = Counter()
 
     async def __aenter__(self) -> RegistryClient:
         return self
@@ -389,8 +395,12 @@ class RegistryClient:
         headers: dict[str, str] | None,
         params: dict[str, str] | None,
     ) -> T:
+        self.requests_by_kind[_request_kind(url)] += 1
         try:
-            request = self._http.build_request(method, url, headers=headers, params=params)
+            # An absolute URL: httpx parses it once, where a path is parsed, merged with the
+            # base URL and parsed again (~30 µs a request, issue 7).
+            absolute = self.base_url + url if url.startswith("/") else url
+            request = self._http.build_request(method, absolute, headers=headers, params=params)
             response = await self._http.send(request, stream=True)
         except httpx.TooManyRedirects:
             # A definite answer (the redirects loop), not a transient one: no retry, and not a
@@ -466,6 +476,21 @@ class RegistryClient:
             budget=self.options.timeout,
         )
 
+    async def head_manifest(self, repository: str, digest: str) -> ManifestFetch:
+        """HEAD a manifest by digest: is it still in the repository? (no body; `--cache-dir`)"""
+        async def handle(response: httpx.Response) -> ManifestFetch:
+            return ManifestFetch(
+                response.status_code,
+                content_type=response.headers.get("content-type"),
+                digest_header=response.headers.get("docker-content-digest"),
+                content_length=_int_header(response, "content-length"),
+            )
+
+        # The full Accept list matters here as for GET: without the OCI types, distribution
+        # answers 404 for OCI content by digest too (REGISTRY-FACTS.md).
+        return await self._exchange("HEAD", f"/v2/{repository}/manifests/{digest}", handle,
+                                    headers={"Accept": ACCEPT}, budget=self.options.timeout)
+
     async def head_blob(self, repository: str, digest: str) -> BlobHead:
         """HEAD a blob: status, Content-Length, Docker-Content-Digest."""
         async def handle(response: httpx.Response) -> BlobHead:
@@ -484,6 +509,7 @@ class RegistryClient:
             status = response.status_code
             declared = _int_header(response, "content-length")
             total = _content_range_total(response.headers.get("content-range"))
+            digest_header = response.headers.get("docker-content-digest")
             received = 0
             limit = 1 if status == 206 else size
             try:
@@ -492,9 +518,10 @@ class RegistryClient:
                     if status not in (200, 206) or received > limit:
                         break
             except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
-                result = RangeRead(status, received, declared, total, truncated=True)
+                result = RangeRead(status, received, declared, total, truncated=True,
+                                   digest_header=digest_header)
                 raise _Retryable(f"body cut short: {type(exc).__name__}", result=result) from None
-            return RangeRead(status, received, declared, total)
+            return RangeRead(status, received, declared, total, digest_header=digest_header)
 
         return await self._exchange(
             "GET",
@@ -549,6 +576,19 @@ class RegistryClient:
 
         return await self._exchange("GET", path, handle, params=params,
                                     budget=self.options.timeout)
+
+
+def _request_kind(url: str) -> str:
+    """What a request path asks for, for the per-kind request counts."""
+    if "/blobs/" in url:
+        return "blob"
+    if "/manifests/" in url:
+        return "manifest"
+    if url.endswith("/tags/list") or "/tags/list?" in url:
+        return "tags"
+    if "/_catalog" in url:
+        return "catalog"
+    return "other"
 
 
 def _smallest(*limits: float | None) -> float | None:

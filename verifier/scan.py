@@ -37,7 +37,7 @@ from verifier.findings import (
     image_status,
 )
 from verifier.reference import ImageReference, is_valid_repository
-from verifier.verify import RunOptions, display_reference
+from verifier.verify import RunOptions, display_reference, open_cache, run_counters
 from verifier.walk import Walker
 
 #: distribution answers 400 PAGINATION_NUMBER_INVALID above this (REGISTRY-FACTS.md).
@@ -624,6 +624,7 @@ class _Scan:
 
 def _finalise(report: Report, walker: Walker, client: RegistryClient) -> None:
     report.counters.update(walker.counters)
+    report.counters.update(run_counters(client, walker))
     report.requests_by_code.update(client.requests_by_code)
     for key in ("repositories", "tags", "manifests", "blobs"):
         report.counters.setdefault(key, 0)
@@ -648,7 +649,7 @@ async def verify_registry(registry: str, options: RunOptions, scan: ScanOptions 
     deadline = started + options.client.deadline if options.client.deadline else None
     async with RegistryClient(api_host, options.client, options.credentials,
                               transport=options.transport) as client:
-        walker = Walker(client, options.walk)
+        walker = Walker(client, options.walk, open_cache(options))
         if observer:
             observer.scan_started(lambda: client.request_count)
         try:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
 
 from verifier.auth import Credentials
+from verifier.cache import ManifestCache
 from verifier.client import ClientOptions, RegistryClient
 from verifier.errors import AuthRefused
 from verifier.findings import Finding, ImageResult, Kind, Report, Severity, image_status
@@ -23,6 +25,23 @@ class RunOptions:
     walk: WalkOptions = field(default_factory=WalkOptions)
     credentials: Credentials | None = None
     transport: httpx.AsyncBaseTransport | None = None
+    #: `--cache-dir`: manifests kept across runs (verifier/cache.py).
+    cache_dir: Path | None = None
+
+
+def open_cache(options: RunOptions) -> ManifestCache | None:
+    """The run's manifest cache, when `--cache-dir` was given (UsageError if unusable)."""
+    if options.cache_dir is None:
+        return None
+    return ManifestCache(options.cache_dir, options.client.max_manifest_bytes)
+
+
+def run_counters(client: RegistryClient, walker: Walker) -> dict[str, int]:
+    """Counters every HTTP run adds to its report: requests by kind, cache use."""
+    out = {f"{kind}_requests": n for kind, n in client.requests_by_kind.items()}
+    if walker.cache is not None:
+        out.update(walker.cache.counters())
+    return out
 
 
 def display_reference(ref: ImageReference) -> str:
@@ -38,7 +57,7 @@ async def verify_image(ref: ImageReference, options: RunOptions) -> Report:
     started = time.monotonic()
     async with RegistryClient(ref.api_host, options.client, options.credentials,
                               transport=options.transport) as client:
-        walker = Walker(client, options.walk)
+        walker = Walker(client, options.walk, open_cache(options))
         digest = ref.digest
         try:
             await client.ping()
@@ -51,6 +70,7 @@ async def verify_image(ref: ImageReference, options: RunOptions) -> Report:
         finally:
             report.requests_by_code.update(client.requests_by_code)
             report.counters.update(walker.counters)
+            report.counters.update(run_counters(client, walker))
         report.images.append(ImageResult(display_reference(ref), digest,
                                          image_status(report.findings), ref.repository, ref.tag))
     report.duration_seconds = time.monotonic() - started
