@@ -76,7 +76,7 @@ MaxManifest = Annotated[
     int, typer.Option("--max-manifest-bytes", min=1024, help="Refuse manifests above this size.")
 ]
 Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Tracebacks on errors.")]
-# Registry cost per blob and repeat scans (issue 7; docs/performance.md).
+# Registry cost per blob and repeat scans (issue 7; README.md, "Performance").
 BlobProbeOpt = Annotated[
     BlobProbe,
     typer.Option("--blob-probe", help="How a blob is proved servable without --deep: 'range' "
@@ -89,7 +89,7 @@ CacheDir = Annotated[
                  "verified on read): a known manifest is checked with a HEAD instead of a GET. "
                  "Blobs are checked every run."),
 ]
-# Metrics outputs, on every command (issue 5; names and rules in docs/metrics.md).
+# Metrics outputs, on every command (issue 5; names and rules in README.md, "Monitoring").
 TextfileOpt = Annotated[
     Path | None,
     typer.Option("--textfile", help="Also write Prometheus metrics to this file, atomically "

@@ -16,11 +16,13 @@ import sys
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+from tenacity import AsyncRetrying, RetryCallState, RetryError, retry_if_exception_type
 
 from verifier.auth import Credentials, RegistryAuth, TokenServiceUnavailable
 from verifier.errors import IncompleteError, RegistryUnreachable, UsageError
@@ -138,6 +140,15 @@ class _RateLimiter:
             if self._next > now:
                 await asyncio.sleep(self._next - now)
             self._next = max(now, self._next) + 1.0 / self.rate
+
+
+def _retryable_of(state: RetryCallState | Future[Any]) -> _Retryable:
+    """The `_Retryable` a failed attempt raised (the only exception tenacity retries)."""
+    outcome = state.outcome if isinstance(state, RetryCallState) else state
+    assert outcome is not None
+    failed = outcome.exception()
+    assert isinstance(failed, _Retryable)
+    return failed
 
 
 class _Retryable(Exception):
@@ -349,43 +360,77 @@ class RegistryClient:
         byte at a time would otherwise hold a request open forever (issue 6, hostile input).
         """
         attempts = self.options.retries + 1
-        last: _Retryable | None = None
-        for attempt in range(1, attempts + 1):
+        left = self._deadline_left()
+        if left is not None and left <= 0:
+            raise RequestFailed(
+                f"{method} {url} not sent: deadline exceeded before the request was sent",
+                method=method, url=url, status=None,
+            )
+
+        def wait(state: RetryCallState) -> float:
+            failed = _retryable_of(state)
+            # A body cut short after good headers is the registry's steady answer for a
+            # warm-cache missing blob: retry it as often, without the long waits.
+            return self._backoff(state.attempt_number, failed.retry_after,
+                                 quick=failed.result is not None)
+
+        def stop(state: RetryCallState) -> bool:
+            if state.attempt_number >= attempts:
+                return True
             left = self._deadline_left()
-            if left is not None and left <= 0:
-                break
-            try:
-                async with self._slots:
-                    if self._limiter:
-                        await self._limiter.wait()
-                    limit = _smallest(budget, self._deadline_left())
-                    try:
-                        async with asyncio.timeout(limit):
-                            return await self._attempt(method, url, handle, headers, params)
-                    except TimeoutError:
-                        raise _Retryable(
-                            f"no complete answer within {limit:.1f}s" if limit is not None
-                            else "timed out"
-                        ) from None
-            except _Retryable as exc:
-                last = exc
-            if attempt < attempts:
-                delay = self._backoff(attempt, last.retry_after, quick=last.result is not None)
-                left = self._deadline_left()
-                if left is not None and delay >= left:
-                    break
-                await asyncio.sleep(delay)
-        if last is not None and last.result is not None:
+            return left is not None and (state.upcoming_sleep or 0.0) >= left
+
+        retrying = AsyncRetrying(
+            retry=retry_if_exception_type(_Retryable),
+            wait=wait,
+            stop=stop,
+            # Looked up at call time, so tests can record the waits instead of sleeping them.
+            sleep=lambda delay: asyncio.sleep(delay),
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    return await self._attempt_bounded(method, url, handle, headers, params,
+                                                       budget)
+        except RetryError as exc:
+            last = _retryable_of(exc.last_attempt)
+            tried = exc.last_attempt.attempt_number
+        else:  # pragma: no cover - the loop above always returns or raises
+            raise AssertionError("retry loop ended without an outcome")
+        if last.result is not None:
             # A persistent answer that looked transient (a body cut short every time): that is
             # the registry's real behaviour, so hand it back for the checks to judge.
             return last.result  # type: ignore[return-value]
-        reason = last.reason if last else "deadline exceeded before the request was sent"
         raise RequestFailed(
-            f"{method} {url} failed after {attempts} attempts: {reason}",
+            f"{method} {url} failed after {tried} attempts: "
+            f"{last.reason}",
             method=method,
             url=url,
-            status=last.status if last else None,
+            status=last.status,
         )
+
+    async def _attempt_bounded(
+        self,
+        method: str,
+        url: str,
+        handle: Callable[[httpx.Response], Awaitable[T]],
+        headers: dict[str, str] | None,
+        params: dict[str, str] | None,
+        budget: float | None,
+    ) -> T:
+        """One attempt, headers and body, within the budget and what is left of the deadline."""
+        async with self._slots:
+            if self._limiter:
+                await self._limiter.wait()
+            limit = _smallest(budget, self._deadline_left())
+            try:
+                async with asyncio.timeout(limit):
+                    return await self._attempt(method, url, handle, headers, params)
+            except TimeoutError:
+                raise _Retryable(
+                    f"no complete answer within {limit:.1f}s" if limit is not None
+                    else "timed out"
+                ) from None
 
     async def _attempt(
         self,
