@@ -33,6 +33,14 @@ from verifier.exporter import (
 from verifier.findings import Report
 from verifier.manifest import DEFAULT_MAX_MANIFEST_BYTES
 from verifier.metrics_output import DEFAULT_JOB, MetricsOutput
+from verifier.options import (
+    FormatOpt,
+    OutputOpt,
+    PushgatewayOpt,
+    PushJobOpt,
+    TextfileOpt,
+    Verbose,
+)
 from verifier.plugin import parse_images, registries_of, settings_from_env, verify_images
 from verifier.progress import ScanProgress
 from verifier.reference import ImageReference, parse_reference, parse_registry
@@ -61,8 +69,6 @@ Username = Annotated[str | None, typer.Option("--username", "-u", help="Registry
 PasswordStdin = Annotated[
     bool, typer.Option("--password-stdin", help="Read the password from standard input.")
 ]
-FormatOpt = Annotated[Format, typer.Option("--format", "-f", help="Report format.")]
-OutputOpt = Annotated[Path | None, typer.Option("--output", "-o", help="Write the report here.")]
 Concurrency = Annotated[
     int, typer.Option("--concurrency", min=1, max=256, help="Requests in flight at most.")
 ]
@@ -75,7 +81,6 @@ Deadline = Annotated[
 MaxManifest = Annotated[
     int, typer.Option("--max-manifest-bytes", min=1024, help="Refuse manifests above this size.")
 ]
-Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Tracebacks on errors.")]
 # Registry cost per blob and repeat scans (issue 7; README.md, "Performance").
 BlobProbeOpt = Annotated[
     BlobProbe,
@@ -89,18 +94,6 @@ CacheDir = Annotated[
                  "verified on read): a known manifest is checked with a HEAD instead of a GET. "
                  "Blobs are checked every run."),
 ]
-# Metrics outputs, on every command (issue 5; names and rules in README.md, "Monitoring").
-TextfileOpt = Annotated[
-    Path | None,
-    typer.Option("--textfile", help="Also write Prometheus metrics to this file, atomically "
-                 "(node_exporter textfile collector), even when the run cannot complete."),
-]
-PushgatewayOpt = Annotated[
-    str | None,
-    typer.Option("--pushgateway", help="Also push Prometheus metrics to this Pushgateway URL "
-                 "(grouping key: registry, and shard)."),
-]
-PushJobOpt = Annotated[str, typer.Option("--push-job", help="Pushgateway job name.")]
 MaxBrokenSeries = Annotated[
     int,
     typer.Option("--max-broken-series", min=0,
@@ -341,17 +334,8 @@ def scan_command(
     """Verify every image of a registry: catalog, tags, then the checks of `image` for each."""
     try:
         host = parse_registry(registry)
-        names = list(repo or []) + (read_repos_file(repos_from) if repos_from else [])
-        filters = Filters.build(names, exclude_repo or [], tag or [], exclude_tag or [])
-        if no_catalog and not filters.explicit_repositories:
-            raise UsageError("--no-catalog needs repository names (--repos-from or --repo NAME)")
-        scan = ScanOptions(
-            filters=filters,
-            shard=parse_shard(shard) if shard is not None else None,
-            use_catalog=not no_catalog,
-            repository_workers=concurrency,
-            images_in_flight=max(4, 2 * concurrency),
-        )
+        scan = build_scan_options(repo, exclude_repo, tag, exclude_tag, repos_from, no_catalog,
+                                  shard, concurrency)
         options = build_run_options(
             ImageReference(host, "x").api_host, plain_http=plain_http, insecure=insecure,
             ca_cert=ca_cert, username=username, password_stdin=password_stdin,

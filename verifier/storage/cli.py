@@ -19,6 +19,14 @@ import typer
 from verifier.errors import ExitCode, VerifierError
 from verifier.findings import Report
 from verifier.metrics_output import DEFAULT_JOB, MetricsOutput
+from verifier.options import (
+    FormatOpt,
+    OutputOpt,
+    PushgatewayOpt,
+    PushJobOpt,
+    TextfileOpt,
+    Verbose,
+)
 from verifier.reporters import Format, write_report
 from verifier.reporters.prometheus import DEFAULT_MAX_BROKEN_SERIES, Identity
 from verifier.storage.layout import (
@@ -67,19 +75,6 @@ VerifyDigests = Annotated[
     bool,
     typer.Option("--verify-digests", help="Hash every blob's data and compare with its name."),
 ]
-FormatOpt = Annotated[Format, typer.Option("--format", "-f", help="Report format.")]
-OutputOpt = Annotated[Path | None, typer.Option("--output", "-o", help="Write the report here.")]
-Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Tracebacks on errors.")]
-TextfileOpt = Annotated[
-    Path | None,
-    typer.Option("--textfile", help="Also write Prometheus metrics to this file, atomically "
-                 "(node_exporter textfile collector), even when the run cannot complete."),
-]
-PushgatewayOpt = Annotated[
-    str | None,
-    typer.Option("--pushgateway", help="Also push Prometheus metrics to this Pushgateway URL."),
-]
-PushJobOpt = Annotated[str, typer.Option("--push-job", help="Pushgateway job name.")]
 
 
 def _metrics(path: Path, mode: str, textfile: Path | None, pushgateway: str | None,

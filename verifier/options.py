@@ -1,0 +1,29 @@
+"""Command-line options shared by the HTTP commands (verifier.cli) and `fs` (verifier.storage.cli).
+
+Declared once so every command spells and documents them the same way.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from verifier.reporters import Format
+
+FormatOpt = Annotated[Format, typer.Option("--format", "-f", help="Report format.")]
+OutputOpt = Annotated[Path | None, typer.Option("--output", "-o", help="Write the report here.")]
+Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Tracebacks on errors.")]
+# Metrics outputs, on every command (issue 5; README.md, "Monitoring").
+TextfileOpt = Annotated[
+    Path | None,
+    typer.Option("--textfile", help="Also write Prometheus metrics to this file, atomically "
+                 "(node_exporter textfile collector), even when the run cannot complete."),
+]
+PushgatewayOpt = Annotated[
+    str | None,
+    typer.Option("--pushgateway", help="Also push Prometheus metrics to this Pushgateway URL "
+                 "(grouping key: registry, mode, and shard)."),
+]
+PushJobOpt = Annotated[str, typer.Option("--push-job", help="Pushgateway job name.")]
