@@ -371,24 +371,24 @@ async def layers(host: str, probes: list[tuple[str, str, int]], concurrency: int
                  rounds: int = 3) -> dict[str, float]:
     """CPU per ranged GET of the last byte, layer by layer, on the same blobs and connections.
 
-    `aiohttp`: the bare loop; `httpx+aiohttp`: the same requests through `httpx.AsyncClient`
-    over verifier.transport; `RegistryClient`: `read_last_byte` (retry loop, deadline,
+    `aiohttp`: the bare loop; `httpx+h1`: the same requests through `httpx.AsyncClient`
+    on verifier.h1 (`LeanClient`); `RegistryClient`: `read_last_byte` (retry loop, deadline,
     counting, the result record). Median of `rounds` passes, microseconds per request.
     """
     import aiohttp
     import httpx
 
     from verifier.client import ClientOptions, RegistryClient
-    from verifier.transport import AiohttpClient
+    from verifier.h1 import LeanClient
 
     base = f"http://{host}"
     slots = asyncio.Semaphore(concurrency)
-    out: dict[str, list[float]] = {"aiohttp": [], "httpx+aiohttp": [], "RegistryClient": []}
+    out: dict[str, list[float]] = {"aiohttp": [], "httpx+h1": [], "RegistryClient": []}
     for _ in range(rounds):
         for name in out:
             session = aiohttp.ClientSession(base, connector=aiohttp.TCPConnector(
                 limit=concurrency))
-            hx = AiohttpClient(limits=httpx.Limits(max_connections=concurrency))
+            hx = LeanClient(limits=httpx.Limits(max_connections=concurrency))
             client = RegistryClient(host, ClientOptions(plain_http=True, concurrency=concurrency))
 
             async def one(repo: str, digest: str, size: int, name: str = name,

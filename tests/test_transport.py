@@ -18,7 +18,8 @@ import pytest
 import respx
 
 from verifier.client import ClientOptions, RangeRead, RegistryClient, http_client_class
-from verifier.transport import AiohttpClient, AiohttpTransport, transport_error
+from verifier.h1 import LeanClient
+from verifier.transport import AiohttpTransport, transport_error
 
 DIGEST = "sha256:" + "d" * 64
 Serve = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -58,13 +59,13 @@ async def _with_server(serve: Serve, body: Callable[[str], Awaitable[object]]) -
 
 
 def test_client_class_is_aiohttp_unless_a_transport_or_respx_is_in_play() -> None:
-    assert http_client_class(None) is AiohttpClient
+    assert http_client_class(None) is LeanClient
     assert http_client_class(httpx.MockTransport(lambda r: httpx.Response(200))) \
         is httpx.AsyncClient
     with respx.mock():
         # respx patches httpcore, under httpx's own transport: keep its mocks in the path.
         assert http_client_class(None) is httpx.AsyncClient
-    assert http_client_class(None) is AiohttpClient
+    assert http_client_class(None) is LeanClient
 
 
 def test_truncated_range_read_counts_the_bytes_that_came() -> None:
@@ -80,7 +81,7 @@ def test_truncated_range_read_counts_the_bytes_that_came() -> None:
 
     async def body(host: str) -> object:
         async with RegistryClient(host, _options()) as client:
-            assert isinstance(client._http, AiohttpClient)
+            assert isinstance(client._http, LeanClient)
             return await client.read_last_byte("app", DIGEST, 10)
 
     assert asyncio.run(_with_server(serve, body)) == RangeRead(
@@ -205,7 +206,7 @@ def test_transport_keeps_no_cookies() -> None:
         writer.close()
 
     async def body(host: str) -> object:
-        async with AiohttpClient(base_url=f"http://{host}") as client:
+        async with LeanClient(base_url=f"http://{host}") as client:
             for _ in range(2):
                 await client.get("/v2/")
             return dict(client.cookies)

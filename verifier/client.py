@@ -27,8 +27,8 @@ from tenacity import AsyncRetrying, RetryCallState, RetryError, retry_if_excepti
 
 from verifier.auth import Credentials, RegistryAuth, TokenServiceUnavailable
 from verifier.errors import IncompleteError, RegistryUnreachable, UsageError
+from verifier.h1 import LeanClient
 from verifier.manifest import ACCEPT, DEFAULT_MAX_MANIFEST_BYTES
-from verifier.transport import AiohttpClient
 
 RETRYABLE_STATUS = frozenset({408, 429, 502, 503, 504})
 
@@ -286,18 +286,19 @@ def _respx_active() -> bool:
 
 
 def http_client_class(transport: httpx.AsyncBaseTransport | None) -> type[httpx.AsyncClient]:
-    """The httpx client class to build: httpx's API over aiohttp's connection handling.
+    """The httpx client class to build: httpx's API over lean connection handling.
 
     httpx's own async transport (httpcore) costs about three times the CPU per request of
-    aiohttp on this workload and made the client, not the registry, the bottleneck of a scan
-    (issue 7). `AiohttpClient` keeps every httpx behaviour we rely on -- auth flow, redirects
+    the minimum on this workload and made the client, not the registry, the bottleneck of a
+    scan (issue 7). `LeanClient` keeps every httpx behaviour we rely on -- auth flow, redirects
     (Authorization dropped across origins), timeouts, limits, TLS context, proxies from the
-    environment -- and only swaps the transport (verifier/transport.py). An injected transport
-    (tests) is used as is; under respx the stock transport keeps its mocks in the path.
+    environment -- and only swaps the transport (verifier/transport.py, verifier/h1.py). An
+    injected transport (tests) is used as is; under respx the stock transport keeps its mocks
+    in the path.
     """
     if transport is not None or _respx_active():
         return httpx.AsyncClient
-    return AiohttpClient
+    return LeanClient
 
 
 class RegistryClient:

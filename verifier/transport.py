@@ -1,16 +1,11 @@
-"""httpx's API over aiohttp's connections: the registry, not the client, must be the bottleneck.
+"""httpx over aiohttp, for connections through an HTTP proxy (`verifier.h1.LeanClient`).
 
-On a scan, httpx's own async transport (httpcore on anyio) costs two to three times the CPU per
-request of aiohttp and capped the client at one core well below what distribution serves
-(issue 7). `AiohttpClient` is an `httpx.AsyncClient` whose transports -- direct, and one per
-proxy taken from the environment -- are `AiohttpTransport`: everything above the transport
-(auth flow, redirects and their Authorization rules, timeouts, limits, the TLS context) stays
-httpx's.
-
-The transport builds on `httpx_aiohttp.AiohttpTransport` (its connector, limits and TLS
-set-up) but sends and streams itself, so that every aiohttp failure becomes the httpx
-exception the client's retry loop already understands -- the package maps only some, and
-lets others (a malformed status line, a reset) escape as aiohttp errors:
+Direct connections use `verifier.h1.H1Transport`; a proxy from the environment gets this
+transport, and aiohttp is imported only then. `AiohttpTransport` builds on
+`httpx_aiohttp.AiohttpTransport` (its connector, limits and TLS set-up) but sends and streams
+itself, so that every aiohttp failure becomes the httpx exception the client's retry loop
+already understands -- the package maps only some, and lets others (a malformed status line,
+a reset) escape as aiohttp errors:
 
 =====================================  ===========================  ========================
 aiohttp                                httpx                        client.py reads it as
@@ -28,17 +23,11 @@ InvalidURL, non-HTTP URL               UnsupportedProtocol          failed reque
 
 from __future__ import annotations
 
-import ssl
 from collections.abc import AsyncIterator
-from typing import Any
 
 import aiohttp
 import httpx
 from httpx_aiohttp import AiohttpTransport as _BaseTransport
-
-_DEFAULT_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20)
-#: httpx's (private) `CertTypes`, spelled out.
-CertTypes = str | tuple[str, str] | tuple[str, str, str]
 
 
 def transport_error(exc: BaseException, *, reading: bool = False) -> httpx.TransportError:
@@ -149,54 +138,3 @@ class AiohttpTransport(_BaseTransport):
             request=request,
             extensions=extensions,
         )
-
-
-class _NoCookies(httpx.Cookies):
-    """A jar that keeps nothing: parsing `Set-Cookie` cost ~15 µs a response, for no use."""
-
-    def extract_cookies(self, response: httpx.Response) -> None:
-        """Ignore the response's cookies."""
-
-
-class AiohttpClient(httpx.AsyncClient):
-    """An `httpx.AsyncClient` whose connections (direct and through env proxies) are aiohttp's.
-
-    httpx builds a transport per proxy from the environment only when no `transport=` is
-    given; these two hooks are where it does so (the same hooks `httpx_aiohttp` overrides).
-    Cookies are not kept, as by the Docker and containerd clients.
-    """
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        # The public setter would copy into a plain `Cookies`; the attribute is httpx's own.
-        self._cookies = _NoCookies()
-
-    def _init_transport(
-        self,
-        verify: ssl.SSLContext | str | bool = True,
-        cert: CertTypes | None = None,
-        trust_env: bool = True,
-        http1: bool = True,
-        http2: bool = False,
-        limits: httpx.Limits = _DEFAULT_LIMITS,
-        transport: httpx.AsyncBaseTransport | None = None,
-    ) -> httpx.AsyncBaseTransport:
-        if transport is not None:
-            return transport
-        built: httpx.AsyncBaseTransport = AiohttpTransport(
-            verify=verify, cert=cert, trust_env=trust_env, limits=limits)
-        return built
-
-    def _init_proxy_transport(
-        self,
-        proxy: httpx.Proxy,
-        verify: ssl.SSLContext | str | bool = True,
-        cert: CertTypes | None = None,
-        trust_env: bool = True,
-        http1: bool = True,
-        http2: bool = False,
-        limits: httpx.Limits = _DEFAULT_LIMITS,
-    ) -> httpx.AsyncBaseTransport:
-        built: httpx.AsyncBaseTransport = AiohttpTransport(
-            verify=verify, cert=cert, trust_env=trust_env, limits=limits, proxy=proxy)
-        return built
