@@ -170,6 +170,17 @@ def _framing(method: str, status: int, version: bytes,
     return "close", 0, False
 
 
+class _Received(httpx.AsyncByteStream):
+    """A body that arrived whole with the headers; its connection is already back in the pool."""
+
+    def __init__(self, body: bytes) -> None:
+        self._body = body
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        if self._body:
+            yield self._body
+
+
 class _Body(httpx.AsyncByteStream):
     """A response body read off its connection as it arrives; the pool slot is freed at the end."""
 
@@ -373,9 +384,18 @@ class H1Transport(httpx.AsyncBaseTransport):
         extensions: dict[str, Any] = {"http_version": version}
         if reason:
             extensions["reason_phrase"] = reason
-        return httpx.Response(
-            status_code=status, headers=headers, request=request, extensions=extensions,
-            stream=_Body(self, conn, framing, length, keep_alive, read_timeout))
+        stream: httpx.AsyncByteStream
+        if framing == "none" or (framing == "length" and len(conn.buffer) >= length):
+            # Most registry answers (a one-byte range, a manifest, an error) come whole with
+            # their headers: hand the body over as bytes and the connection back at once.
+            body = bytes(conn.buffer[:length])
+            del conn.buffer[:length]
+            self._give_back(conn, reuse=keep_alive)
+            stream = _Received(body)
+        else:
+            stream = _Body(self, conn, framing, length, keep_alive, read_timeout)
+        return httpx.Response(status_code=status, headers=headers, request=request,
+                              extensions=extensions, stream=stream)
 
     async def _read_head(self, conn: _Connection, timeout: float | None
                          ) -> tuple[int, bytes, bytes, list[tuple[bytes, bytes]]]:
