@@ -22,14 +22,6 @@ import typer
 from verifier.auth import resolve_credentials
 from verifier.client import ClientOptions
 from verifier.errors import ExitCode, UsageError, VerifierError
-from verifier.exporter import (
-    DEFAULT_INTERVAL,
-    DEFAULT_LISTEN,
-    Exporter,
-    parse_duration,
-    parse_listen,
-    serve,
-)
 from verifier.findings import Report
 from verifier.manifest import DEFAULT_MAX_MANIFEST_BYTES
 from verifier.metrics_output import DEFAULT_JOB, MetricsOutput
@@ -352,6 +344,9 @@ def scan_command(
                 metrics)
 
 
+#: `serve` defaults: a scan every 15 minutes (issue 5), metrics on loopback unless told.
+DEFAULT_INTERVAL = "15m"
+DEFAULT_LISTEN = "127.0.0.1:9731"
 Interval = Annotated[
     str, typer.Option("--interval", help="Time between scan starts: 15m, 90s, 1h30m or seconds.")
 ]
@@ -409,6 +404,9 @@ def serve_command(
     verbose: Verbose = False,
 ) -> None:
     """Exporter: scan on a schedule (first at start-up, never overlapping), serve /metrics."""
+    # The exporter (an HTTP server, prometheus_client's collectors) only for this command.
+    from verifier.exporter import Exporter, parse_duration, parse_listen, serve
+
     try:
         host = parse_registry(registry)
         every = parse_duration(interval)

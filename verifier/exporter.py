@@ -44,8 +44,6 @@ from verifier.reporters.prometheus import (
 
 log = logging.getLogger("regverify.serve")
 
-DEFAULT_LISTEN = "127.0.0.1:9731"
-DEFAULT_INTERVAL = "15m"
 #: How long a cancelled scan may take to unwind before the exporter exits anyway.
 STOP_GRACE = 3.0
 

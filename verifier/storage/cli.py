@@ -12,7 +12,7 @@ import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -29,20 +29,19 @@ from verifier.options import (
 )
 from verifier.reporters import Format, write_report
 from verifier.reporters.prometheus import DEFAULT_MAX_BROKEN_SERIES, Identity
+from verifier.storage.defaults import DEFAULT_MAX_ORPHAN_SHARE
 from verifier.storage.layout import (
     StorageLayout,
     check_registry_names,
     detect_layout,
     select_registries,
 )
-from verifier.storage.repair import (
-    DEFAULT_MAX_ORPHAN_SHARE,
-    FixOptions,
-    FixRefused,
-    fix_storage,
-    restore_quarantine,
-)
-from verifier.storage.scan import ProgressFn, ScanOptions, scan_storage
+
+if TYPE_CHECKING:
+    from verifier.storage.scan import ProgressFn
+
+# The engines (verifier.storage.scan, .repair) are imported by the command that runs them:
+# every start of the CLI, `regverify scan` probes included, would pay for them otherwise.
 
 fs_app = typer.Typer(
     name="fs",
@@ -130,6 +129,8 @@ def _record_failure(metrics: MetricsOutput | None, started: float) -> None:
 def _run(body: Callable[[], Report], fmt: Format, output: Path | None, verbose: bool,
          metrics: MetricsOutput | None = None) -> None:
     """Run `body`, write its report (and metrics), exit with the report's code or the error's."""
+    from verifier.storage.repair import FixRefused
+
     started = time.monotonic()
     try:
         report = body()
@@ -189,6 +190,8 @@ def scan_command(
     """Report orphan links, orphan index children, dangling tags/revisions; change nothing."""
 
     def body() -> Report:
+        from verifier.storage.scan import ScanOptions, scan_storage
+
         layout = _layout(path, registry, proxy_cache)
         options = ScanOptions(verify_digests, frozenset(proxy_cache or []))
         return scan_storage(layout, options, _progress() if verify_digests else None).report
@@ -240,6 +243,9 @@ def fix_command(
     """Quarantine orphan layer links (journaled, restorable); never delete anything."""
 
     def body() -> Report:
+        from verifier.storage.repair import FixOptions, fix_storage
+        from verifier.storage.scan import ScanOptions
+
         layout = _layout(path, registry, proxy_cache)
         return fix_storage(
             layout,
@@ -262,4 +268,6 @@ def restore_command(
     verbose: Verbose = False,
 ) -> None:
     """Put back everything one `fs fix` run moved or created, from its journal."""
+    from verifier.storage.repair import restore_quarantine
+
     _run(lambda: restore_quarantine(run_dir), fmt, output, verbose)

@@ -23,7 +23,7 @@ import typer
 from verifier.errors import ExitCode, VerifierError
 from verifier.findings import Report
 from verifier.reporters import Format, write_report
-from verifier.storage.gc_preview import GcOptions, GcVersion, preview_storage
+from verifier.storage.defaults import GcVersion
 from verifier.storage.layout import detect_layout, select_registries
 
 
@@ -32,11 +32,16 @@ def _fail(message: str, code: ExitCode) -> typer.Exit:
     return typer.Exit(int(code))
 
 
-def _run(path: Path, registry: list[str], options: GcOptions, verbose: bool) -> Report:
+def _run(path: Path, registry: list[str], version: GcVersion, delete_untagged: bool,
+         verbose: bool) -> Report:
     """Detect the layout, narrow it to ``--registry``, predict; errors become one line."""
+    # The engine is imported by the command that runs it, not by every start of the CLI.
+    from verifier.storage.gc_preview import GcOptions, preview_storage
+
     try:
         layout = select_registries(detect_layout(path), registry)
-        return preview_storage(layout, options)
+        return preview_storage(layout, GcOptions(version=version,
+                                                 delete_untagged=delete_untagged))
     except VerifierError as exc:
         if verbose:
             traceback.print_exc()
@@ -94,8 +99,7 @@ def gc_preview_command(
     Exit 0 when every tagged image stays pullable, 1 when the GC would break one, 3 when the
     prediction is incomplete. Changes nothing.
     """
-    options = GcOptions(version=gc_version, delete_untagged=delete_untagged)
-    report = _run(path, registry or [], options, verbose)
+    report = _run(path, registry or [], gc_version, delete_untagged, verbose)
     try:
         write_report(report, fmt, output)
     except OSError as exc:

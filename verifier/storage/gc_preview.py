@@ -46,6 +46,7 @@ from verifier.manifest import (
     MediaType,
     parse_descriptor,
 )
+from verifier.storage.defaults import GcVersion
 from verifier.storage.fsio import ReadFailure, read_regular_file
 from verifier.storage.layout import (
     ALGORITHM,
@@ -72,13 +73,6 @@ MAX_TAGS_LISTED = 50
 MAX_CHAIN_IN_MESSAGE = 3
 #: At most this many repositories get their own note line (all are in the JSON `gc_preview`).
 MAX_REPOSITORY_NOTES = 20
-
-
-class GcVersion(StrEnum):
-    """Which distribution line's ``garbage-collect`` to mirror."""
-
-    V2_8 = "2.8"
-    V3 = "3"
 
 
 @dataclass(frozen=True)

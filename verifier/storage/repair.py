@@ -43,6 +43,7 @@ from verifier.manifest import (
     parse_manifest,
     sha256_digest,
 )
+from verifier.storage.defaults import DEFAULT_MAX_ORPHAN_SHARE
 from verifier.storage.fsio import ReadFailure, read_link_file, read_regular_file
 from verifier.storage.layout import (
     V2_PARTS,
@@ -71,7 +72,6 @@ from verifier.storage.scan import (
     scan_storage,
 )
 
-DEFAULT_MAX_ORPHAN_SHARE = 0.25
 LOCK_NAME = ".regverify.lock"
 QUARANTINE_DIRNAME = ".regverify-quarantine"
 JOURNAL_NAME = "journal.jsonl"
