@@ -102,14 +102,16 @@ class _Connection(asyncio.Protocol):
         if self.paused and self.transport is not None:
             self.paused = False
             self.transport.resume_reading()
-        self.waiter = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        waiter = self.waiter = loop.create_future()
+        # A timer on the future, not asyncio.timeout: this wait happens on every answer.
+        timer = loop.call_later(timeout, _expire, waiter, timeout) if timeout is not None else None
         try:
-            async with asyncio.timeout(timeout):
-                await self.waiter
-        except TimeoutError:
-            raise httpx.ReadTimeout(f"no data within {timeout}s") from None
+            await waiter
         finally:
             self.waiter = None
+            if timer is not None:
+                timer.cancel()
 
     def reusable(self, now: float, expiry: float | None) -> bool:
         """An idle connection that is still open, has nothing unread, and has not expired."""
@@ -122,6 +124,11 @@ class _Connection(asyncio.Protocol):
         self.lost = True
         if self.transport is not None:
             self.transport.close()
+
+
+def _expire(waiter: asyncio.Future[None], timeout: float) -> None:
+    if not waiter.done():
+        waiter.set_exception(httpx.ReadTimeout(f"no data within {timeout}s"))
 
 
 def _parse_head(head: bytes) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
@@ -338,11 +345,14 @@ class H1Transport(httpx.AsyncBaseTransport):
         if self._slots is None and self._limit is not None:
             self._slots = asyncio.Semaphore(self._limit)
         if self._slots is not None:
-            try:
-                async with asyncio.timeout(timeouts.get("pool")):
-                    await self._slots.acquire()
-            except TimeoutError:
-                raise httpx.PoolTimeout("no free connection within the pool timeout") from None
+            if self._slots.locked():
+                try:
+                    async with asyncio.timeout(timeouts.get("pool")):
+                        await self._slots.acquire()
+                except TimeoutError:
+                    raise httpx.PoolTimeout("no free connection within the pool timeout") from None
+            else:
+                await self._slots.acquire()  # a free slot: no wait, no timer
         key = (scheme, url.host, url.port or (443 if scheme == "https" else 80))
         try:
             return await self._exchange(request, key, head + data, timeouts)
