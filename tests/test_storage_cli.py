@@ -201,7 +201,8 @@ def test_internal_error_is_one_line_exit_3(
     def boom(*args: object) -> None:
         raise RuntimeError("kaput")
 
-    monkeypatch.setattr("verifier.storage.cli.scan_storage", boom)
+    # The command imports the engine when it runs: patch it where it is looked up.
+    monkeypatch.setattr("verifier.storage.scan.scan_storage", boom)
     code, _, err = invoke("scan", store.root)
     assert code == 3
     assert err.strip() == (

@@ -529,7 +529,8 @@ def test_cli_internal_error_is_one_line_exit_3(
     def boom(*_: object) -> Report:
         raise RuntimeError("kaput")
 
-    monkeypatch.setattr("verifier.storage.gc_cli.preview_storage", boom)
+    # The command imports the engine when it runs: patch it where it is looked up.
+    monkeypatch.setattr("verifier.storage.gc_preview.preview_storage", boom)
     code, out, err = invoke(store.root)
     assert code == ExitCode.INCOMPLETE and out == ""
     assert err == "regverify: error: internal error: RuntimeError: kaput (rerun with --verbose)\n"

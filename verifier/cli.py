@@ -6,7 +6,6 @@ Nothing below this module prints or exits; everything returns a `Report` or rais
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import sys
@@ -19,6 +18,7 @@ from typing import Annotated, Any
 
 import typer
 
+from verifier import eventloop
 from verifier.auth import resolve_credentials
 from verifier.client import ClientOptions
 from verifier.errors import ExitCode, UsageError, VerifierError
@@ -112,7 +112,7 @@ def run_command(body: Callable[[], Coroutine[Any, Any, Report]], fmt: Format,
     """
     started = time.monotonic()
     try:
-        report = asyncio.run(body())
+        report = eventloop.run(body())
     except VerifierError as exc:
         if verbose:
             traceback.print_exc()

@@ -31,6 +31,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import MetricsHandler
 from prometheus_client.registry import Collector
 
+from verifier import eventloop
 from verifier.errors import UsageError, VerifierError
 from verifier.findings import Report
 from verifier.reporters.prometheus import (
@@ -273,7 +274,7 @@ def serve(exporter: Exporter, listen: tuple[str, int]) -> None:
     host, port = server.server_address[:2]
     log.info("listening on %s:%s; scanning every %.0fs", host, port, exporter.interval)
     try:
-        asyncio.run(_run_until_signalled(exporter))
+        eventloop.run(_run_until_signalled(exporter))
     finally:
         server.shutdown()
         server.server_close()
