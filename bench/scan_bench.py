@@ -449,7 +449,8 @@ def _proc_cpu(pid: int) -> float:
 GNU_TIME = shutil.which("time") if Path("/usr/bin/time").exists() else None
 
 
-def measure(name: str, cmd: list[str], registry_pid: int) -> Run:
+def measure(name: str, cmd: list[str], registry_pid: int,
+            env: dict[str, str] | None = None) -> Run:
     """Run `cmd`, return its wall time, CPU (user+sys), peak RSS and the registry's CPU.
 
     The child is reaped with wait4, so its CPU is its own. Its peak RSS comes from GNU time
@@ -462,7 +463,8 @@ def measure(name: str, cmd: list[str], registry_pid: int) -> Run:
         wrapped = [GNU_TIME, "-f", "%M", "-o", rss.name, *cmd] if GNU_TIME else cmd
         reg0 = _proc_cpu(registry_pid)
         t0 = time.perf_counter()
-        proc = subprocess.Popen(wrapped, stdout=out, stderr=err, cwd=ROOT)
+        proc = subprocess.Popen(wrapped, stdout=out, stderr=err, cwd=ROOT,
+                                env={**os.environ, **(env or {})})
         _, _status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - t0
         reg = _proc_cpu(registry_pid) - reg0
@@ -521,20 +523,31 @@ def _summary(run: Run) -> dict[str, Any]:
     return summary
 
 
-def _pair(server: Any, built: Built, concurrency: int, rounds: int,
-          label: str) -> tuple[list[Run], list[Run]]:
-    """`rounds` measured runs of each program, alternating which goes first."""
+def _pair(server: Any, built: Built, concurrency: int, rounds: int, label: str,
+          plain_loop: list[Run] | None = None) -> tuple[list[Run], list[Run]]:
+    """`rounds` measured runs of each program, rotating which goes first.
+
+    With `plain_loop`, regverify on asyncio's own loop (REGVERIFY_EVENT_LOOP=asyncio) is a
+    third program in the rotation, its runs appended there.
+    """
     mine: list[Run] = []
     theirs: list[Run] = []
+    jobs: list[tuple[str, list[str], dict[str, str] | None]] = [
+        ("minimal", minimal_cmd(server.host, concurrency), None),
+        ("regverify", regverify_cmd(server.host, concurrency), None)]
+    if plain_loop is not None:
+        jobs.append(("regverify-asyncio", regverify_cmd(server.host, concurrency),
+                     {"REGVERIFY_EVENT_LOOP": "asyncio"}))
     for i in range(rounds):
-        jobs = [("minimal", minimal_cmd(server.host, concurrency)),
-                ("regverify", regverify_cmd(server.host, concurrency))]
-        for name, cmd in jobs if i % 2 == 0 else reversed(jobs):
-            run = measure(name, cmd, server._proc.pid)
+        for name, cmd, env in jobs[i % len(jobs):] + jobs[:i % len(jobs)]:
+            run = measure(name, cmd, server._proc.pid, env)
             if _broken(run, server.host) != built.broken:
                 raise SystemExit(f"{label} {name} found {_broken(run, server.host)}, "
                                  f"expected {built.broken}")
-            (mine if name == "regverify" else theirs).append(run)
+            if name == "regverify-asyncio" and plain_loop is not None:
+                plain_loop.append(run)
+            else:
+                (mine if name == "regverify" else theirs).append(run)
     return mine, theirs
 
 
@@ -581,7 +594,8 @@ def main() -> int:
         fixed = {name: _median([r.cpu for r in runs]) for name, runs in idle.items()}
         fixed_wall = {name: _median([r.wall for r in runs]) for name, runs in idle.items()}
         _pair(server, built, c, 1, "warm-up")  # page cache, descriptor cache, .pyc files
-        mine, theirs = _pair(server, built, c, args.rounds, "N")
+        plain_loop: list[Run] = []
+        mine, theirs = _pair(server, built, c, args.rounds, "N", plain_loop)
         wall = _median([r.wall for r in mine]) / _median([r.wall for r in theirs])
         scan_wall = (_median([r.wall for r in mine]) - fixed_wall["regverify"]) / (
             _median([r.wall for r in theirs]) - fixed_wall["minimal"])
@@ -638,8 +652,15 @@ def main() -> int:
               f"{marginal_theirs * 1e3:.3f} ms); registry CPU per request "
               f"{reg_mine * 1e3:.2f} / {reg_theirs * 1e3:.2f} ms -> "
               f"{'MET' if ok1 else 'NOT MET'}")
+        plain_cpu = _median([r.cpu for r in plain_loop]) / plain_loop[0].requests
+        plain_marginal = (_median([r.cpu for r in plain_loop]) - fixed["regverify"]) \
+            / plain_loop[0].requests
+        print(f"  regverify on asyncio's own loop (REGVERIFY_EVENT_LOOP=asyncio): wall "
+              f"{_median([r.wall for r in plain_loop]) / _median([r.wall for r in theirs]):.2f}x,"
+              f" CPU per request {plain_cpu / cpu_theirs:.2f}x, after the fixed start-up "
+              f"{plain_marginal / marginal_theirs:.2f}x")
         print(f"  where a request's CPU goes (ranged GETs of {len(built.probes)} blobs, "
-              "in-process, median of 3): " + ", ".join(
+              "in-process on asyncio's loop, median of 3): " + ", ".join(
                   f"{name} {us:.0f} us" for name, us in cost.items()))
         per_blob, per_manifest = s["blob_requests"] / s["blobs"], \
             s["manifest_requests"] / s["manifests"]
