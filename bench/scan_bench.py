@@ -372,29 +372,34 @@ async def layers(host: str, probes: list[tuple[str, str, int]], concurrency: int
                  rounds: int = 3) -> dict[str, float]:
     """CPU per ranged GET of the last byte, layer by layer, on the same blobs and connections.
 
-    `aiohttp`: the bare loop; `httpx+h1`: the same requests through `httpx.AsyncClient`
-    on verifier.h1 (`LeanClient`); `RegistryClient`: `read_last_byte` (retry loop, deadline,
+    `aiohttp`: the bare loop; `h1`: verifier.h1's transport called directly with an
+    `httpx.Request`; `httpx+h1`: the same requests through `httpx.AsyncClient` on it
+    (`LeanClient`); `RegistryClient`: `read_last_byte` (retry loop, deadline,
     counting, the result record). Median of `rounds` passes, microseconds per request.
     """
     import aiohttp
     import httpx
 
-    from verifier.client import ClientOptions, RegistryClient
-    from verifier.h1 import LeanClient
+    from verifier.client import ClientOptions, RegistryClient, plain_url
+    from verifier.h1 import H1Transport, LeanClient
 
     base = f"http://{host}"
     slots = asyncio.Semaphore(concurrency)
-    out: dict[str, list[float]] = {"aiohttp": [], "httpx+h1": [], "RegistryClient": []}
+    out: dict[str, list[float]] = {"aiohttp": [], "h1": [], "httpx+h1": [],
+                                   "RegistryClient": []}
+    timeouts = {"timeout": httpx.Timeout(30.0).as_dict()}
     for _ in range(rounds):
         for name in out:
             session = aiohttp.ClientSession(base, connector=aiohttp.TCPConnector(
                 limit=concurrency))
             hx = LeanClient(limits=httpx.Limits(max_connections=concurrency))
+            h1 = H1Transport(limits=httpx.Limits(max_connections=concurrency))
             client = RegistryClient(host, ClientOptions(plain_http=True, concurrency=concurrency))
 
             async def one(repo: str, digest: str, size: int, name: str = name,
                           session: aiohttp.ClientSession = session,
-                          hx: httpx.AsyncClient = hx, client: RegistryClient = client) -> None:
+                          hx: httpx.AsyncClient = hx, h1: H1Transport = h1,
+                          client: RegistryClient = client) -> None:
                 span = {"Range": f"bytes={size - 1}-{size - 1}"}
                 if name == "RegistryClient":
                     await client.read_last_byte(repo, digest, size)
@@ -404,6 +409,14 @@ async def layers(host: str, probes: list[tuple[str, str, int]], concurrency: int
                         async with session.get(f"/v2/{repo}/blobs/{digest}",
                                                headers=span) as response:
                             await response.read()
+                    elif name == "h1":
+                        url = plain_url(httpx.URL(base), f"/v2/{repo}/blobs/{digest}")
+                        reply = await h1.handle_async_request(httpx.Request(
+                            "GET", url or f"{base}/v2/{repo}/blobs/{digest}", headers=span,
+                            extensions=timeouts))
+                        async for _chunk in reply.aiter_raw():
+                            pass
+                        await reply.aclose()
                     else:
                         async with hx.stream("GET", f"{base}/v2/{repo}/blobs/{digest}",
                                              headers=span) as reply:
@@ -415,6 +428,7 @@ async def layers(host: str, probes: list[tuple[str, str, int]], concurrency: int
             out[name].append((time.process_time() - started) / len(probes) * 1e6)
             await session.close()
             await hx.aclose()
+            await h1.aclose()
             await client.aclose()
     return {name: statistics.median(values) for name, values in out.items()}
 
