@@ -44,6 +44,7 @@ MAX_CHUNK_LINE = 4096
 HIGH_WATER = 256 * 1024
 _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS"})
 _NO_BODY_STATUS = frozenset({204, 304})
+_HEX_DIGITS = b"0123456789abcdefABCDEF"
 _DEFAULT_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20)
 #: httpx's (private) `CertTypes`, spelled out.
 CertTypes = str | tuple[str, str] | tuple[str, str, str]
@@ -256,6 +257,8 @@ class _Body(httpx.AsyncByteStream):
         conn = self._connection
         while True:
             end = conn.buffer.find(b"\r\n")
+            if end > limit:
+                raise httpx.RemoteProtocolError("chunked body: line too long")
             if end >= 0:
                 line = bytes(conn.buffer[:end])
                 del conn.buffer[:end + 2]
@@ -269,12 +272,10 @@ class _Body(httpx.AsyncByteStream):
     async def _chunked(self) -> AsyncIterator[bytes]:
         while True:
             size_text = (await self._line(MAX_CHUNK_LINE)).split(b";", 1)[0].strip()
-            try:
-                size = int(size_text, 16)
-            except ValueError:
-                raise httpx.RemoteProtocolError(f"bad chunk size {size_text[:20]!r}") from None
-            if size < 0 or not size_text.isalnum():
+            # Hex digits only: int(..., 16) would also take "0x10", "-1", "1_0" and spaces.
+            if not size_text or size_text.strip(_HEX_DIGITS):
                 raise httpx.RemoteProtocolError(f"bad chunk size {size_text[:20]!r}")
+            size = int(size_text, 16)
             if size == 0:
                 while await self._line(MAX_HEAD):  # trailers, until the empty line
                     pass
@@ -413,6 +414,8 @@ class H1Transport(httpx.AsyncBaseTransport):
         searched = 0
         while True:
             end = conn.buffer.find(b"\r\n\r\n", max(0, searched - 3))
+            if end > MAX_HEAD:
+                raise httpx.RemoteProtocolError(f"response headers over {MAX_HEAD} bytes")
             if end >= 0:
                 head = bytes(conn.buffer[:end])
                 del conn.buffer[:end + 4]
@@ -499,6 +502,8 @@ def _request_head(request: httpx.Request, data: bytes) -> bytes:
     for name, value in request.headers.raw:
         if b"\r" in value or b"\n" in value or b"\r" in name or b"\n" in name or b":" in name:
             raise httpx.LocalProtocolError(f"illegal header {name[:40]!r}")
+        if name.lower() == b"transfer-encoding":
+            continue  # a streamed body has been read whole: it goes with a Content-Length
         lines += (name, b": ", value, b"\r\n")
     if data and "content-length" not in request.headers:
         lines += (b"Content-Length: ", str(len(data)).encode(), b"\r\n")
