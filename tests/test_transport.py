@@ -241,3 +241,38 @@ def test_head_answered_with_a_body_under_either_probe(probe: str) -> None:
     assert code in (0, 3), doc["findings"]  # right, or honestly unsure; never "broken"
     assert doc["images"][0]["status"] != "broken"
     assert bool(heads) == (probe == "head+range")
+
+
+def test_proxy_from_the_environment_goes_through_aiohttp(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Direct connections use verifier.h1; a proxy from the environment gets the aiohttp
+    transport, which speaks the absolute-form request line a forward proxy expects."""
+    lines: list[bytes] = []
+
+    async def proxy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        lines.append(head.split(b"\r\n", 1)[0])
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
+        await writer.drain()
+        writer.close()
+
+    async def body(host: str) -> object:
+        monkeypatch.setenv("HTTP_PROXY", f"http://{host}")
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        async with LeanClient() as client:
+            transports = [type(t).__name__ for t in client._mounts.values() if t is not None]
+            reply = await client.get("http://registry.invalid/v2/")
+            return transports, reply.status_code
+
+    transports, status = asyncio.run(_with_server(proxy, body))  # type: ignore[misc]
+    assert transports == ["AiohttpTransport"]
+    assert status == 200
+    assert lines == [b"GET http://registry.invalid/v2/ HTTP/1.1"]
+
+
+def test_direct_connections_use_the_lean_transport() -> None:
+    from verifier.h1 import H1Transport
+
+    client = LeanClient(trust_env=False)
+    assert isinstance(client._transport, H1Transport)
+    asyncio.run(client.aclose())
