@@ -204,3 +204,17 @@ def test_filesystem_commands_are_mounted_on_the_real_app() -> None:
     for command in ("scan", "fix", "restore", "gc-preview"):
         result = CliRunner().invoke(real_app, ["fs", command, "--help"])
         assert result.exit_code == 0, (command, result.output)
+
+
+def test_start_up_imports_only_what_the_http_commands_need() -> None:
+    # A probe runs every 15 minutes: the fs engines, the GC preview, the exporter and aiohttp
+    # (proxies only) are imported by the commands that use them, not by every start.
+    import subprocess
+    import sys
+
+    lazy = ["aiohttp", "verifier.exporter", "verifier.storage.gc_preview",
+            "verifier.storage.repair", "verifier.storage.scan", "verifier.transport"]
+    probe = f"import sys, verifier.cli; print([m for m in {lazy!r} if m in sys.modules])"
+    run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         check=True, timeout=60)
+    assert run.stdout.strip() == "[]", run.stdout

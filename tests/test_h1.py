@@ -17,17 +17,17 @@ import socket
 import ssl
 import struct
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any, Protocol, TypeVar
 
 import httpx
 import pytest
 import trustme
 
+from tests.loopback import Serve, with_server
 from verifier.h1 import HIGH_WATER, MAX_CHUNK_LINE, MAX_HEAD, H1Transport, LeanClient
 
 T = TypeVar("T")
-Serve = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 #: Most bytes one read hands to `data_received` (asyncio's selector loop and uvloop alike):
 #: the buffer can overshoot HIGH_WATER by this much before reading pauses.
 READ_SIZE = 256 * 1024
@@ -51,36 +51,18 @@ def run(request: pytest.FixtureRequest) -> Run:
     return runner
 
 
-async def _with_server(serve: Serve, body: Callable[[str], Awaitable[T]],
-                       tls: ssl.SSLContext | None = None) -> T:
-    """Run `body(host)` against a loopback server; every connection is closed afterwards."""
-    handlers: set[asyncio.Task[None]] = set()
-    writers: list[asyncio.StreamWriter] = []
-
-    async def tracked(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writers.append(writer)
-        task = asyncio.current_task()
-        assert task is not None
-        handlers.add(task)
-        try:
-            await serve(reader, writer)
-        except asyncio.CancelledError:
-            pass  # the teardown below: a cancelled handler would be logged as an error
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass  # the client went away, which several tests make it do on purpose
-
-    server = await asyncio.start_server(tracked, "127.0.0.1", 0, ssl=tls)
-    host = f"127.0.0.1:{server.sockets[0].getsockname()[1]}"
-    try:
-        return await body(host)
-    finally:
-        server.close()
-        for task in handlers:
-            task.cancel()
-        await asyncio.gather(*handlers, return_exceptions=True)
-        for writer in writers:
-            writer.close()
-        await server.wait_closed()
+async def _stream_all(host: str) -> tuple[bytes, type[BaseException] | None]:
+    """GET `/` streamed: the bytes that came, then the error that ended them (if any)."""
+    async with httpx.AsyncClient(transport=H1Transport()) as client:
+        got = b""
+        error: type[BaseException] | None = None
+        async with client.stream("GET", f"http://{host}/") as response:
+            try:
+                async for chunk in response.aiter_raw():
+                    got += chunk
+            except httpx.HTTPError as exc:
+                error = type(exc)
+        return got, error
 
 
 async def _requests(reader: asyncio.StreamReader) -> AsyncIterator[tuple[bytes, bytes]]:
@@ -155,7 +137,7 @@ def test_content_length_body_arriving_in_pieces_is_streamed_whole(run: Run) -> N
             again = await client.get(f"http://{host}/blob")
             return chunks, again.content
 
-    chunks, again = run(_with_server(serve, body))
+    chunks, again = run(with_server(serve, body))
     assert b"".join(chunks) == body_bytes
     assert len(chunks) >= 2  # the streaming path, as meant
     assert again == body_bytes
@@ -195,7 +177,7 @@ def test_chunked_body_with_extensions_and_trailers_then_keep_alive(run: Run) -> 
             second = await client.get(f"http://{host}/next")
             return first.content, second.content
 
-    first, second = run(_with_server(serve, body))
+    first, second = run(with_server(serve, body))
     assert first == b"hello" + b"0123456789" + b"z" * 31
     assert second == b"second answer"
     assert accepted == 1  # the trailers were consumed: the connection stayed usable
@@ -219,7 +201,7 @@ def test_body_delimited_by_close_is_read_to_the_end_and_not_reused(run: Run) -> 
         async with httpx.AsyncClient(transport=H1Transport()) as client:
             return [(await client.get(f"http://{host}/")).content for _ in range(2)]
 
-    assert run(_with_server(serve, body)) == [b"until the end"] * 2
+    assert run(with_server(serve, body)) == [b"until the end"] * 2
     assert accepted == 2
 
 
@@ -233,7 +215,7 @@ def test_sequential_requests_share_one_connection(run: Run) -> None:
         async with LeanClient(base_url=f"http://{host}") as client:
             return [(await client.get(f"/r{i}")).content for i in range(5)]
 
-    assert run(_with_server(counting, body)) == [b"answer %d to /r%d" % (i, i) for i in range(5)]
+    assert run(with_server(counting, body)) == [b"answer %d to /r%d" % (i, i) for i in range(5)]
     assert counting.accepted == 1
 
 
@@ -254,7 +236,7 @@ def test_connection_header_and_version_decide_reuse(run: Run, answer: bytes,
         async with httpx.AsyncClient(transport=H1Transport()) as client:
             return [(await client.get(f"http://{host}/")).content for _ in range(3)]
 
-    assert run(_with_server(counting, body)) == [b"x"] * 3
+    assert run(with_server(counting, body)) == [b"x"] * 3
     assert counting.accepted == (1 if reused else 3)
 
 
@@ -276,7 +258,7 @@ def test_idle_connection_closed_by_the_server_is_replaced(run: Run) -> None:
             second = await client.post(f"http://{host}/", content=b"data")
             return [first.content, second.content]
 
-    assert run(_with_server(serve, body)) == [b"once", b"once"]
+    assert run(with_server(serve, body)) == [b"once", b"once"]
     assert accepted == 2
 
 
@@ -303,7 +285,7 @@ def test_keep_alive_race_resends_an_idempotent_request(run: Run) -> None:
         async with httpx.AsyncClient(transport=H1Transport()) as client:
             return [(await client.get(f"http://{host}/{i}")).content for i in range(2)]
 
-    assert run(_with_server(_race_server(seen), body)) == [b"answer 1", b"answer 3"]
+    assert run(with_server(_race_server(seen), body)) == [b"answer 1", b"answer 3"]
     assert seen == [b"GET /0 HTTP/1.1", b"GET /1 HTTP/1.1", b"GET /1 HTTP/1.1"]
 
 
@@ -318,7 +300,7 @@ def test_keep_alive_race_does_not_resend_a_post(run: Run) -> None:
             return raised.type
 
     # The server may have acted on it: a POST is never sent twice by the transport.
-    assert run(_with_server(_race_server(seen), body)) is httpx.RemoteProtocolError
+    assert run(with_server(_race_server(seen), body)) is httpx.RemoteProtocolError
     assert seen == [b"GET /0 HTTP/1.1", b"POST /upload HTTP/1.1"]
 
 
@@ -333,7 +315,7 @@ def test_expired_idle_connection_is_not_reused(run: Run) -> None:
             await asyncio.sleep(0.1)
             await client.get(f"http://{host}/")
 
-    run(_with_server(counting, body))
+    run(with_server(counting, body))
     assert counting.accepted == 2
 
 
@@ -345,7 +327,7 @@ def test_no_keep_alive_slots_means_no_reuse(run: Run) -> None:
             for _ in range(3):
                 await client.get(f"http://{host}/")
 
-    run(_with_server(counting, body))
+    run(with_server(counting, body))
     assert counting.accepted == 3
 
 
@@ -370,7 +352,7 @@ def test_answers_without_a_body_return_at_once_and_keep_the_connection(
             second = await client.get(f"http://{host}/")
             return [first.content, second.content]
 
-    assert run(_with_server(counting, body)) == [b"", b"next"]
+    assert run(with_server(counting, body)) == [b"", b"next"]
     assert counting.accepted == 1
 
 
@@ -395,7 +377,7 @@ def test_interim_answers_are_skipped(run: Run) -> None:
                                 response.content))
             return answers
 
-    assert run(_with_server(serve, body)) == [(200, "yes", b"final")] * 2
+    assert run(with_server(serve, body)) == [(200, "yes", b"final")] * 2
 
 
 # -- malformed answers ----------------------------------------------------------------------
@@ -441,7 +423,7 @@ def test_malformed_answer_is_a_protocol_error_and_the_connection_is_dropped(
                 error = type(exc)
             return error, (await client.get(f"http://{host}/")).content
 
-    error, after = run(_with_server(counting, body))
+    error, after = run(with_server(counting, body))
     assert error is httpx.RemoteProtocolError
     # The next request has a clean connection of its own, not the rest of the bad answer.
     assert after == b"fine"
@@ -481,7 +463,7 @@ def test_head_or_chunk_line_over_its_limit_is_a_protocol_error(
             return (await client.get(f"http://{host}/")).content
 
     with pytest.raises(httpx.RemoteProtocolError):
-        run(_with_server(serve, body))
+        run(with_server(serve, body))
 
 
 def test_headers_just_under_max_head_are_accepted(run: Run) -> None:
@@ -498,7 +480,7 @@ def test_headers_just_under_max_head_are_accepted(run: Run) -> None:
             response = await client.get(f"http://{host}/")
             return len(response.headers["x-big"]), response.content
 
-    assert run(_with_server(serve, body)) == (filler, b"ok")
+    assert run(with_server(serve, body)) == (filler, b"ok")
 
 
 # -- cut short, silent, unreachable ---------------------------------------------------------
@@ -519,20 +501,9 @@ def test_body_cut_short_is_a_read_error_after_the_bytes_that_came(
         await asyncio.sleep(0.02)  # the head is read first: the close comes mid-body
         writer.close()
 
-    async def body(host: str) -> tuple[bytes, type[BaseException] | None]:
-        async with httpx.AsyncClient(transport=H1Transport()) as client:
-            got = b""
-            error: type[BaseException] | None = None
-            async with client.stream("GET", f"http://{host}/") as response:
-                try:
-                    async for chunk in response.aiter_raw():
-                        got += chunk
-                except httpx.HTTPError as exc:
-                    error = type(exc)
-            return got, error
 
     # The client counts what came (a truncated blob read), then sees the failure.
-    assert run(_with_server(serve, body)) == (sent, httpx.ReadError)
+    assert run(with_server(serve, _stream_all)) == (sent, httpx.ReadError)
 
 
 def test_reset_during_a_body_delimited_by_close_is_a_read_error(run: Run) -> None:
@@ -546,19 +517,8 @@ def test_reset_during_a_body_delimited_by_close_is_a_read_error(run: Run) -> Non
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         writer.transport.abort()
 
-    async def body(host: str) -> tuple[bytes, type[BaseException] | None]:
-        async with httpx.AsyncClient(transport=H1Transport()) as client:
-            got = b""
-            error: type[BaseException] | None = None
-            async with client.stream("GET", f"http://{host}/") as response:
-                try:
-                    async for chunk in response.aiter_raw():
-                        got += chunk
-                except httpx.HTTPError as exc:
-                    error = type(exc)
-            return got, error
 
-    got, error = run(_with_server(serve, body))
+    got, error = run(with_server(serve, _stream_all))
     assert error is httpx.ReadError
     assert b"some of it".startswith(got)
 
@@ -577,7 +537,7 @@ def test_fresh_connection_closed_without_an_answer_is_a_protocol_error(run: Run)
             await client.get(f"http://{host}/")
 
     with pytest.raises(httpx.RemoteProtocolError):
-        run(_with_server(serve, body))
+        run(with_server(serve, body))
     # A new connection was not reused: no keep-alive race, nothing resent.
     assert accepted == 1
 
@@ -595,7 +555,7 @@ def test_server_that_never_answers_is_a_read_timeout(run: Run) -> None:
                 await client.get(f"http://{host}/")
             return time.monotonic() - start
 
-    assert 0.15 < run(_with_server(serve, body)) < 2
+    assert 0.15 < run(with_server(serve, body)) < 2
 
 
 def test_body_that_stalls_is_a_read_timeout(run: Run) -> None:
@@ -611,7 +571,7 @@ def test_body_that_stalls_is_a_read_timeout(run: Run) -> None:
             await client.get(f"http://{host}/")
 
     with pytest.raises(httpx.ReadTimeout):
-        run(_with_server(serve, body))
+        run(with_server(serve, body))
 
 
 def test_closed_port_is_a_connect_error(run: Run) -> None:
@@ -658,7 +618,7 @@ def test_header_with_cr_or_lf_is_refused_before_anything_is_sent(run: Run, value
                 await client.get(f"http://{host}/", headers={"X-Value": value})
             await asyncio.sleep(0.02)  # a connection, had one been made, is accepted by now
 
-    run(_with_server(serve, body))
+    run(with_server(serve, body))
     assert accepted == 0
 
 
@@ -697,7 +657,7 @@ def test_pool_never_opens_more_than_max_connections(run: Run) -> None:
                                              for i in range(30)))
             return [answer.content for answer in answers]
 
-    assert run(_with_server(serve, body)) == [b"/%d" % i for i in range(30)]
+    assert run(with_server(serve, body)) == [b"/%d" % i for i in range(30)]
     assert 1 <= most <= 3
     assert accepted <= 3  # and kept them alive rather than reopening
 
@@ -719,7 +679,7 @@ def test_pool_wait_past_the_pool_timeout(run: Run) -> None:
                                      timeout=httpx.Timeout(5, pool=0.1))
                 return time.monotonic() - start
 
-    assert 0.05 < run(_with_server(serve, body)) < 2
+    assert 0.05 < run(with_server(serve, body)) < 2
 
 
 def test_abandoned_streamed_body_does_not_leak_into_the_next_answer(run: Run) -> None:
@@ -741,7 +701,7 @@ def test_abandoned_streamed_body_does_not_leak_into_the_next_answer(run: Run) ->
                     break  # a little of it, then abandoned
             return [(await client.get(f"http://{host}/small{i}")).content for i in range(2)]
 
-    assert run(_with_server(serve, body)) == [b"answer for /small0", b"answer for /small1"]
+    assert run(with_server(serve, body)) == [b"answer for /small0", b"answer for /small1"]
 
 
 @pytest.mark.filterwarnings("error::ResourceWarning")
@@ -786,7 +746,7 @@ def test_aclose_ends_every_connection_even_one_in_use(run: Run) -> None:
             await transport.handle_async_request(httpx.Request("GET", f"http://{host}/"))
         return error, ended
 
-    assert run(_with_server(serve, body)) == (httpx.ReadError, 2)
+    assert run(with_server(serve, body)) == (httpx.ReadError, 2)
     gc.collect()  # an unclosed socket or transport would warn here, now an error
 
 
@@ -811,7 +771,7 @@ def test_large_body_with_flow_control_arrives_intact(run: Run) -> None:
             again = await client.get(f"http://{host}/")
             return digest.hexdigest(), biggest, hashlib.sha256(again.content).digest()
 
-    hexdigest, biggest, again = run(_with_server(serve, body))
+    hexdigest, biggest, again = run(with_server(serve, body))
     assert hexdigest == hashlib.sha256(large).hexdigest()
     assert again == hashlib.sha256(large).digest()
     # Without the pause the buffer would hold most of the 5 MiB by the first slow step.
@@ -837,7 +797,7 @@ def test_request_line_host_and_body_on_the_wire(run: Run) -> None:
                               headers={"Content-Type": "application/octet-stream"})
         return host
 
-    host = run(_with_server(serve, body))
+    host = run(with_server(serve, body))
     (get_head, get_body), (post_head, post_body) = seen
     get_lines = get_head.split(b"\r\n")
     assert get_lines[0] == b"GET /v2/x?y=1 HTTP/1.1"
@@ -872,7 +832,7 @@ def test_streamed_request_body_is_framed_consistently(run: Run) -> None:
         async with httpx.AsyncClient(transport=H1Transport()) as client:
             await client.post(f"http://{host}/", content=parts())
 
-    run(_with_server(serve, body))
+    run(with_server(serve, body))
     names = [line.split(b":", 1)[0].lower() for line in seen[0].split(b"\r\n")[1:] if line]
     # A sender must not send Content-Length with Transfer-Encoding; and a body sent raw under
     # `Transfer-Encoding: chunked` is read by the server as garbage chunk sizes.
@@ -908,7 +868,7 @@ def test_tls_with_a_trusted_ca(run: Run, ca: trustme.CA) -> None:
             assert isinstance(client._transport, H1Transport)
             return [(await client.get(f"https://{host}/{i}")).content for i in range(2)]
 
-    assert run(_with_server(_tls_serve, body, tls=_tls_server(ca))) == [
+    assert run(with_server(_tls_serve, body, tls=_tls_server(ca))) == [
         b"over tls /0", b"over tls /1"]
 
 
@@ -920,6 +880,6 @@ def test_tls_with_an_unknown_ca_is_a_connect_error_caused_by_ssl(run: Run,
                 await client.get(f"https://{host}/")
             return raised.value.__cause__
 
-    cause = run(_with_server(_tls_serve, body, tls=_tls_server(ca)))
+    cause = run(with_server(_tls_serve, body, tls=_tls_server(ca)))
     # The client says "TLS verification failed" from this chain.
     assert isinstance(cause, ssl.SSLError), repr(cause)

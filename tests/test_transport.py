@@ -1,28 +1,28 @@
-"""verifier/transport.py: httpx's API over aiohttp, and the failures the retry loop relies on.
+"""The client's transports as `client.py` sees them, and verifier/transport.py (aiohttp).
 
-Loopback servers play what aiohttp must turn into the httpx exceptions `client.py` already
-handles: a body cut short after good headers (the warm-cache missing blob: 0 bytes arrive), a
-malformed status line, a connection dropped before any answer, a stall past the read timeout.
-The client class is chosen per run: aiohttp by default, httpx's own transport when a test
-injects one or when respx is patching httpx.
+Loopback servers play what the transport must turn into the httpx exceptions `client.py`
+already handles: a body cut short after good headers (the warm-cache missing blob: 0 bytes
+arrive), a malformed status line, a connection dropped before any answer, a stall past the
+read timeout. The client class is chosen per run: `LeanClient` by default (verifier/h1.py for
+direct connections, aiohttp through a proxy), httpx's own transport when a test injects one
+or when respx is patching httpx. The aiohttp error mapping is tested on its own below.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 
 import aiohttp
 import httpx
 import pytest
 import respx
 
+from tests.loopback import with_server
 from verifier.client import ClientOptions, RangeRead, RegistryClient, http_client_class
 from verifier.h1 import LeanClient
 from verifier.transport import AiohttpTransport, transport_error
 
 DIGEST = "sha256:" + "d" * 64
-Serve = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
 
 def _options(**overrides: object) -> ClientOptions:
@@ -32,33 +32,7 @@ def _options(**overrides: object) -> ClientOptions:
     return ClientOptions(**base)  # type: ignore[arg-type]
 
 
-async def _with_server(serve: Serve, body: Callable[[str], Awaitable[object]]) -> object:
-    """Run `body(host)` against a loopback server; every connection is closed afterwards."""
-    handlers: set[asyncio.Task[None]] = set()
-    writers: list[asyncio.StreamWriter] = []
-
-    async def tracked(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writers.append(writer)
-        task = asyncio.current_task()
-        assert task is not None
-        handlers.add(task)
-        await serve(reader, writer)
-
-    server = await asyncio.start_server(tracked, "127.0.0.1", 0)
-    host = f"127.0.0.1:{server.sockets[0].getsockname()[1]}"
-    try:
-        return await body(host)
-    finally:
-        server.close()
-        for task in handlers:
-            task.cancel()
-        await asyncio.gather(*handlers, return_exceptions=True)
-        for writer in writers:
-            writer.close()
-        await server.wait_closed()
-
-
-def test_client_class_is_aiohttp_unless_a_transport_or_respx_is_in_play() -> None:
+def test_client_class_is_lean_unless_a_transport_or_respx_is_in_play() -> None:
     assert http_client_class(None) is LeanClient
     assert http_client_class(httpx.MockTransport(lambda r: httpx.Response(200))) \
         is httpx.AsyncClient
@@ -84,7 +58,7 @@ def test_truncated_range_read_counts_the_bytes_that_came() -> None:
             assert isinstance(client._http, LeanClient)
             return await client.read_last_byte("app", DIGEST, 10)
 
-    assert asyncio.run(_with_server(serve, body)) == RangeRead(
+    assert asyncio.run(with_server(serve, body)) == RangeRead(
         206, 0, 1, 10, truncated=True, digest_header=DIGEST)
 
 
@@ -99,7 +73,7 @@ def test_partial_body_then_close_keeps_the_bytes_received() -> None:
         async with RegistryClient(host, _options(retries=0)) as client:
             return await client.stream_blob("app", DIGEST)
 
-    result = asyncio.run(_with_server(serve, body))
+    result = asyncio.run(with_server(serve, body))
     assert (result.status, result.size, result.truncated) == (200, 30, True)  # type: ignore[attr-defined]
 
 
@@ -123,12 +97,11 @@ def test_broken_answers_are_retried_then_request_failed(answer: bytes) -> None:
                 await client.head_blob("app", DIGEST)
             return raised.value
 
-    error = asyncio.run(_with_server(serve, body))
+    error = asyncio.run(with_server(serve, body))
     assert type(error).__name__ == "RequestFailed"
-    # First try and two retries: transient, never a verdict. aiohttp itself resends an
-    # idempotent request once when the server drops the connection (RFC 9112 9.3.1, the
-    # keep-alive race), so a dropped connection may be seen twice per attempt.
-    assert 3 <= len(seen) <= 6
+    # First try and two retries: transient, never a verdict. Each goes on a fresh connection
+    # (the last one was closed), so the keep-alive-race resend never applies: exactly three.
+    assert len(seen) == 3
 
 
 def test_read_timeout_is_a_retryable_timeout() -> None:
@@ -143,7 +116,7 @@ def test_read_timeout_is_a_retryable_timeout() -> None:
                 await client.head_blob("app", DIGEST)
             return raised.value
 
-    error = asyncio.run(_with_server(serve, body))
+    error = asyncio.run(with_server(serve, body))
     assert type(error).__name__ == "RequestFailed"
     assert "Timeout" in str(error) or "within" in str(error)
 
@@ -173,7 +146,7 @@ def test_connection_limit_is_honoured() -> None:
         async with RegistryClient(host, _options(concurrency=3)) as client:
             return await asyncio.gather(*(client.head_blob("app", DIGEST) for _ in range(30)))
 
-    results = asyncio.run(_with_server(serve, body))
+    results = asyncio.run(with_server(serve, body))
     assert len(results) == 30  # type: ignore[arg-type]
     assert 1 <= most <= 3
 
@@ -211,7 +184,7 @@ def test_transport_keeps_no_cookies() -> None:
                 await client.get("/v2/")
             return dict(client.cookies)
 
-    assert asyncio.run(_with_server(serve, body)) == {}
+    assert asyncio.run(with_server(serve, body)) == {}
 
 
 def test_transport_is_a_drop_in_for_httpx() -> None:
@@ -264,7 +237,7 @@ def test_proxy_from_the_environment_goes_through_aiohttp(monkeypatch: pytest.Mon
             reply = await client.get("http://registry.invalid/v2/")
             return transports, reply.status_code
 
-    transports, status = asyncio.run(_with_server(proxy, body))  # type: ignore[misc]
+    transports, status = asyncio.run(with_server(proxy, body))  # type: ignore[misc]
     assert transports == ["AiohttpTransport"]
     assert status == 200
     assert lines == [b"GET http://registry.invalid/v2/ HTTP/1.1"]

@@ -277,7 +277,7 @@ def _respx_active() -> bool:
     """True while a respx router is started (tests only; respx is never imported here).
 
     respx patches httpcore's connection pool, below httpx's own transport; requests sent
-    through the aiohttp transport would bypass its mocks and reach the network.
+    through `LeanClient`'s transports would bypass its mocks and reach the network.
     """
     mocks = sys.modules.get("respx.mocks")
     if mocks is None:

@@ -63,7 +63,6 @@ class _Connection(asyncio.Protocol):
         self.error: BaseException | None = None
         self.paused = False
         self.idle_since = 0.0
-        self.used = False
 
     # -- asyncio.Protocol -------------------------------------------------------------------
 
@@ -191,7 +190,10 @@ class _Received(httpx.AsyncByteStream):
 
 
 class _Body(httpx.AsyncByteStream):
-    """A response body read off its connection as it arrives; the pool slot is freed at the end."""
+    """A body still arriving when its headers did; the pool slot is freed at its end.
+
+    Bodies that came whole with the headers (and answers without a body) are `_Received`.
+    """
 
     def __init__(self, transport: H1Transport, connection: _Connection, framing: str,
                  length: int, keep_alive: bool, read_timeout: float | None) -> None:
@@ -201,14 +203,10 @@ class _Body(httpx.AsyncByteStream):
         self._left = length
         self._keep_alive = keep_alive
         self._timeout = read_timeout
-        self._done = framing == "none" or (framing == "length" and length == 0)
+        self._done = False
         self._released = False
-        if self._done:
-            self._release()
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        if self._done:
-            return
         try:
             if self._framing == "length":
                 async for chunk in self._by_length():
@@ -371,7 +369,6 @@ class H1Transport(httpx.AsyncBaseTransport):
             reused = conn is not None
             if conn is None:
                 conn = await self._connect(key, request, timeouts.get("connect"))
-            conn.used = True
             assert conn.transport is not None
             conn.transport.write(message)
             try:
