@@ -353,7 +353,8 @@ def test_systemd_scan_command_on_real_storage(registry: RegistryServer, tmp_path
 
 
 def test_docs_mention_every_example() -> None:
-    doc = (ROOT / "README.md").read_text()
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    doc = "\n".join(p.read_text() for p in pages)
     for path in sorted(p for p in EXAMPLES.rglob("*") if p.is_file()
                        and p.parent != EXAMPLES):
         assert str(path.relative_to(ROOT)) in doc, path

@@ -5,7 +5,7 @@ download it again. Its *presence* in a repository does change -- `garbage-collec
 --delete-untagged` deletes the revision links of every child of a tagged index (issue 2,
 distribution#3324) -- so a cached manifest still costs one request per run: a HEAD by digest,
 which answers 404 exactly when a GET would, without the body. What the cache saves is the
-body's bytes and the client's hashing and parsing, not requests (README.md, "Performance" has the
+body's bytes and the client's hashing and parsing, not requests (docs/performance.md has the
 measurements).
 
 The directory is untrusted input: any file may be missing, truncated, replaced by a symlink,

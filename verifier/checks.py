@@ -225,7 +225,7 @@ def check_range_probe(ctx: Context, desc: Descriptor, read: RangeRead) -> list[F
     """The default blob probe, one ranged GET: `check_last_byte`, plus the digest header.
 
     distribution sends `Docker-Content-Digest` on GET as on HEAD, so nothing a HEAD would have
-    shown goes unchecked (issue 7; README.md, "Performance").
+    shown goes unchecked (docs/performance.md).
     """
     found = check_last_byte(ctx, desc, read)
     if not found and read.digest_header and read.digest_header != desc.digest:

@@ -73,7 +73,7 @@ Deadline = Annotated[
 MaxManifest = Annotated[
     int, typer.Option("--max-manifest-bytes", min=1024, help="Refuse manifests above this size.")
 ]
-# Registry cost per blob and repeat scans (issue 7; README.md, "Performance").
+# Registry cost per blob and repeat scans (docs/performance.md).
 BlobProbeOpt = Annotated[
     BlobProbe,
     typer.Option("--blob-probe", help="How a blob is proved servable without --deep: 'range' "

@@ -15,7 +15,7 @@ from verifier.reporters import Format
 FormatOpt = Annotated[Format, typer.Option("--format", "-f", help="Report format.")]
 OutputOpt = Annotated[Path | None, typer.Option("--output", "-o", help="Write the report here.")]
 Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Tracebacks on errors.")]
-# Metrics outputs, on every command (issue 5; README.md, "Monitoring").
+# Metrics outputs, on every command (docs/monitoring.md).
 TextfileOpt = Annotated[
     Path | None,
     typer.Option("--textfile", help="Also write Prometheus metrics to this file, atomically "

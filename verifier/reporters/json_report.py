@@ -1,4 +1,4 @@
-"""The JSON report: a stable document (`schema_version` 1) documented in README.md."""
+"""The JSON report: a stable document (`schema_version` 1) documented in docs/findings.md."""
 
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 Every series carries the probe's identity labels, `registry` and `mode` (plus `shard` for a
 sharded scan), so several probes can share one node_exporter textfile folder or one
 Pushgateway without colliding. The metric names and their meaning are documented in
-README.md, "Monitoring"; the alerts in examples/prometheus/alerts.yml depend on them.
+docs/monitoring.md; the alerts in examples/prometheus/alerts.yml depend on them.
 
 Three callers build on the same families:
 - `render` (`--format prometheus`): the metrics of one report;
