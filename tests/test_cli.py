@@ -150,7 +150,7 @@ def _registry(blobs: dict[str, bytes]) -> respx.MockRouter:
             return httpx.Response(200, content=data)
         return httpx.Response(404, json={"errors": [{"code": "BLOB_UNKNOWN"}]})
 
-    router = respx.mock(assert_all_mocked=True, assert_all_called=False)
+    router = respx.mock(assert_all_mocked=True, assert_all_called=False, using="httpx")
     router.route(host=HOST).mock(side_effect=handle)
     return router
 

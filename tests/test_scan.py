@@ -304,7 +304,9 @@ def _repos(count: int) -> dict[str, list[str]]:
 @pytest.fixture
 def mock() -> Iterator[respx.MockRouter]:
     """respx with every request required to be mocked."""
-    with respx.mock(base_url=BASE, assert_all_mocked=True, assert_all_called=False) as router:
+    # The client sends through aiohttp, not httpcore: respx mocks at the httpx client.
+    with respx.mock(base_url=BASE, assert_all_mocked=True, assert_all_called=False,
+                    using="httpx") as router:
         yield router
 
 

@@ -1,11 +1,9 @@
-"""The client's transports as `client.py` sees them, and verifier/transport.py (aiohttp).
+"""The client's one transport as `client.py` sees it: httpx over aiohttp (verifier/transport.py).
 
 Loopback servers play what the transport must turn into the httpx exceptions `client.py`
 already handles: a body cut short after good headers (the warm-cache missing blob: 0 bytes
 arrive), a malformed status line, a connection dropped before any answer, a stall past the
-read timeout. The client class is chosen per run: `LeanClient` by default (verifier/h1.py for
-direct connections, aiohttp through a proxy), httpx's own transport when a test injects one
-or when respx is patching httpx. The aiohttp error mapping is tested on its own below.
+read timeout. The aiohttp error mapping is tested on its own below.
 """
 
 from __future__ import annotations
@@ -15,12 +13,10 @@ import asyncio
 import aiohttp
 import httpx
 import pytest
-import respx
 
 from tests.loopback import with_server
-from verifier.client import ClientOptions, RangeRead, RegistryClient, http_client_class
-from verifier.h1 import LeanClient
-from verifier.transport import AiohttpTransport, transport_error
+from verifier.client import ClientOptions, RangeRead, RegistryClient
+from verifier.transport import AiohttpTransport, environment_proxy, transport_error
 
 DIGEST = "sha256:" + "d" * 64
 
@@ -32,14 +28,12 @@ def _options(**overrides: object) -> ClientOptions:
     return ClientOptions(**base)  # type: ignore[arg-type]
 
 
-def test_client_class_is_lean_unless_a_transport_or_respx_is_in_play() -> None:
-    assert http_client_class(None) is LeanClient
-    assert http_client_class(httpx.MockTransport(lambda r: httpx.Response(200))) \
-        is httpx.AsyncClient
-    with respx.mock():
-        # respx patches httpcore, under httpx's own transport: keep its mocks in the path.
-        assert http_client_class(None) is httpx.AsyncClient
-    assert http_client_class(None) is LeanClient
+def test_every_client_sends_through_aiohttp() -> None:
+    async def main() -> list[str]:
+        async with RegistryClient("reg.test", _options()) as client:
+            return [type(c._transport).__name__ for c in (client._http, client._token_client)]
+
+    assert asyncio.run(main()) == ["AiohttpTransport", "AiohttpTransport"]
 
 
 def test_truncated_range_read_counts_the_bytes_that_came() -> None:
@@ -55,7 +49,6 @@ def test_truncated_range_read_counts_the_bytes_that_came() -> None:
 
     async def body(host: str) -> object:
         async with RegistryClient(host, _options()) as client:
-            assert isinstance(client._http, LeanClient)
             return await client.read_last_byte("app", DIGEST, 10)
 
     assert asyncio.run(with_server(serve, body)) == RangeRead(
@@ -170,21 +163,23 @@ def test_reset_while_reading_is_a_read_error() -> None:
 
 
 def test_transport_keeps_no_cookies() -> None:
+    heads: list[bytes] = []
+
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         for _ in range(2):
-            head = await reader.readuntil(b"\r\n\r\n")
-            assert b"cookie:" not in head.lower()
+            heads.append(await reader.readuntil(b"\r\n\r\n"))
             writer.write(b"HTTP/1.1 200 OK\r\nSet-Cookie: s=1; Path=/\r\nContent-Length: 0\r\n\r\n")
             await writer.drain()
         writer.close()
 
     async def body(host: str) -> object:
-        async with LeanClient(base_url=f"http://{host}") as client:
+        async with RegistryClient(host, _options()) as client:
             for _ in range(2):
-                await client.get("/v2/")
-            return dict(client.cookies)
+                assert await client.ping() == 200
+            return dict(client._http.cookies)
 
     assert asyncio.run(with_server(serve, body)) == {}
+    assert len(heads) == 2 and all(b"cookie:" not in h.lower() for h in heads)
 
 
 def test_transport_is_a_drop_in_for_httpx() -> None:
@@ -216,9 +211,9 @@ def test_head_answered_with_a_body_under_either_probe(probe: str) -> None:
     assert bool(heads) == (probe == "head+range")
 
 
-def test_proxy_from_the_environment_goes_through_aiohttp(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Direct connections use verifier.h1; a proxy from the environment gets the aiohttp
-    transport, which speaks the absolute-form request line a forward proxy expects."""
+def test_proxy_from_the_environment_is_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A proxy from the environment gets the absolute-form request line a forward proxy
+    expects; NO_PROXY exempts a host."""
     lines: list[bytes] = []
 
     async def proxy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -230,22 +225,20 @@ def test_proxy_from_the_environment_goes_through_aiohttp(monkeypatch: pytest.Mon
 
     async def body(host: str) -> object:
         monkeypatch.setenv("HTTP_PROXY", f"http://{host}")
-        monkeypatch.delenv("NO_PROXY", raising=False)
-        monkeypatch.delenv("no_proxy", raising=False)
-        async with LeanClient() as client:
-            transports = [type(t).__name__ for t in client._mounts.values() if t is not None]
-            reply = await client.get("http://registry.invalid/v2/")
-            return transports, reply.status_code
+        for name in ("NO_PROXY", "no_proxy", "http_proxy"):
+            monkeypatch.delenv(name, raising=False)
+        async with RegistryClient("registry.invalid", _options(retries=0)) as client:
+            return await client.ping()
 
-    transports, status = asyncio.run(with_server(proxy, body))  # type: ignore[misc]
-    assert transports == ["AiohttpTransport"]
-    assert status == 200
+    assert asyncio.run(with_server(proxy, body)) == 200
     assert lines == [b"GET http://registry.invalid/v2/ HTTP/1.1"]
 
 
-def test_direct_connections_use_the_lean_transport() -> None:
-    from verifier.h1 import H1Transport
-
-    client = LeanClient(trust_env=False)
-    assert isinstance(client._transport, H1Transport)
-    asyncio.run(client.aclose())
+def test_no_proxy_exempts_a_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HTTPS_PROXY", "proxy.example:3128")
+    for name in ("https_proxy", "no_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NO_PROXY", "internal.example")
+    assert environment_proxy(httpx.URL("https://reg.example/v2/")) == "http://proxy.example:3128"
+    assert environment_proxy(httpx.URL("https://internal.example:5000/v2/")) is None
+    assert environment_proxy(httpx.URL("http://reg.example/v2/")) is None  # no HTTP_PROXY

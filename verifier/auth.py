@@ -3,6 +3,12 @@
 The Bearer flow follows the Docker token spec: on `401` with `WWW-Authenticate: Bearer
 realm=...,service=...,scope=...` fetch a token for that scope, cache it until it expires, retry
 once.
+
+Where credentials may go: to the registry's own origin, and to the token realm named in a
+challenge that origin sent -- nowhere else. A challenge from any other host (object storage a
+blob was redirected to) is not answered; a realm must be `https` when the registry is; a token
+request follows a redirect to another origin only without Authorization, and a token request
+with a body (the refresh-token grant) never follows one.
 Secrets are never put in an exception message or a log line.
 """
 
@@ -15,12 +21,14 @@ import os
 import re
 import subprocess
 import time
+from collections import Counter
 from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 
+from verifier.bodies import BodyCutShort, BodyDecodingError, read_capped
 from verifier.errors import AuthRefused, CredentialsError, RegistryUnreachable
 from verifier.reference import DOCKER_HUB, DOCKER_HUB_API_HOST
 
@@ -154,6 +162,19 @@ def scope_for_path(path: str) -> str:
 
 #: Token-service answers that say "not now" rather than "no": retried like registry answers.
 _TOKEN_TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+_REDIRECT_STATUS = frozenset({301, 302, 303, 307, 308})
+#: Redirects a token request may follow.
+_MAX_TOKEN_REDIRECTS = 5
+#: Largest token answer read (a JWT is a few KiB).
+MAX_TOKEN_BYTES = 256 * 1024
+
+
+def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
+    return (url.scheme, url.host, url.port)
+
+
+def _netloc(url: httpx.URL) -> str:
+    return url.host if url.port is None else f"{url.host}:{url.port}"
 
 
 class TokenServiceUnavailable(RegistryUnreachable):
@@ -185,10 +206,16 @@ class RegistryAuth(httpx.Auth):
         token_client: httpx.AsyncClient,
         *,
         clock: object = time.monotonic,
+        origin: httpx.URL | None = None,
+        exchanges: Counter[str] | None = None,
     ) -> None:
+        """`origin`: the registry's URL; requests to any other origin get no credentials.
+        `exchanges`: counts token-service answers by status, as the client counts its own."""
         self._credentials = credentials
         self._token_client = token_client
         self._clock = clock
+        self._origin = _origin(origin) if origin is not None else None
+        self._exchanges = exchanges
         self._tokens: dict[str, _Token] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._use_basic = False
@@ -212,10 +239,70 @@ class RegistryAuth(httpx.Auth):
             return None
         return token.value
 
-    async def _fetch_token(self, params: dict[str, str], scope: str) -> str:
-        realm = params.get("realm")
-        if not realm:
+    async def _token_exchange(self, method: str, realm: httpx.URL, query: dict[str, str],
+                              headers: dict[str, str], form: dict[str, str] | None
+                              ) -> tuple[int, httpx.Headers, bytes]:
+        """One token request, redirects followed under the confinement rules; status,
+        headers and the (capped) body of the last answer."""
+        url = realm
+        params: dict[str, str] | None = query
+        for _ in range(_MAX_TOKEN_REDIRECTS + 1):
+            request = self._token_client.build_request(method, url, params=params,
+                                                       headers=headers, data=form)
+            try:
+                response = await self._token_client.send(request, stream=True,
+                                                         follow_redirects=False)
+            except httpx.TransportError as exc:
+                raise TokenServiceUnavailable(
+                    f"token service {_netloc(url)} unreachable: {type(exc).__name__}"
+                ) from None
+            if self._exchanges is not None:
+                self._exchanges[str(response.status_code)] += 1
+            try:
+                location = response.headers.get("location")
+                if response.status_code not in _REDIRECT_STATUS or location is None:
+                    try:
+                        body, _, too_large = await read_capped(response, MAX_TOKEN_BYTES)
+                    except (BodyCutShort, BodyDecodingError, httpx.TransportError) as exc:
+                        raise TokenServiceUnavailable(
+                            f"token service {_netloc(url)}: answer cut short "
+                            f"({type(exc).__name__})") from None
+                    return response.status_code, response.headers, b"" if too_large else body
+            finally:
+                await response.aclose()
+            try:
+                target = url.join(location.strip())
+            except httpx.InvalidURL:
+                raise AuthRefused("token service redirected to an unusable location") from None
+            if target.scheme not in ("http", "https") or _origin(target) != _origin(url):
+                if form is not None:
+                    raise AuthRefused(
+                        f"token service {_netloc(url)} redirected the token request to "
+                        f"another origin ({_netloc(target)}): not sent there")
+                headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
+            elif form is not None and response.status_code not in (307, 308):
+                raise AuthRefused(f"token service {_netloc(url)} redirected a POST with "
+                                  f"HTTP {response.status_code}")
+            # The query is part of the Location now; the first one is not added again.
+            url, params = target, None
+        raise AuthRefused(f"token service {_netloc(realm)}: too many redirects")
+
+    async def _fetch_token(self, params: dict[str, str], scope: str,
+                           challenger: httpx.URL) -> str:
+        realm_text = params.get("realm")
+        if not realm_text:
             raise AuthRefused("registry sent a Bearer challenge without a realm")
+        try:
+            realm = httpx.URL(realm_text)
+        except httpx.InvalidURL:
+            raise AuthRefused("registry sent a Bearer challenge with an unusable realm") from None
+        if realm.scheme not in ("http", "https") or not realm.host:
+            raise AuthRefused(f"token realm {realm_text[:80]!r} is not an HTTP(S) URL")
+        if challenger.scheme == "https" and realm.scheme != "https":
+            # Credentials (and the token) would cross the network in clear text, where every
+            # other request to this registry is encrypted.
+            raise AuthRefused(f"token realm {_netloc(realm)} is not HTTPS while the registry "
+                              "is: credentials not sent")
         query: dict[str, str] = {}
         if params.get("service"):
             query["service"] = params["service"]
@@ -224,43 +311,35 @@ class RegistryAuth(httpx.Auth):
             query["scope"] = wanted
         creds = self._credentials
         self.token_requests += 1
-        try:
-            if creds is not None and creds.identity_token:
-                response = await self._token_client.post(
-                    realm,
-                    data={**query, "grant_type": "refresh_token",
-                          "refresh_token": creds.identity_token, "client_id": "regverify"},
-                )
-            else:
-                headers = {}
-                basic = self._basic_header()
-                if basic:
-                    headers["Authorization"] = basic
-                response = await self._token_client.get(realm, params=query, headers=headers)
-        except httpx.TransportError as exc:
+        if creds is not None and creds.identity_token:
+            status, headers, body = await self._token_exchange(
+                "POST", realm, {}, {},
+                {**query, "grant_type": "refresh_token",
+                 "refresh_token": creds.identity_token, "client_id": "regverify"})
+        else:
+            basic = self._basic_header()
+            status, headers, body = await self._token_exchange(
+                "GET", realm, query, {"Authorization": basic} if basic else {}, None)
+        if status in _TOKEN_TRANSIENT_STATUS:
+            retry_after = headers.get("retry-after", "").strip()
             raise TokenServiceUnavailable(
-                f"token service {httpx.URL(realm).host} unreachable: {type(exc).__name__}"
-            ) from None
-        if response.status_code in _TOKEN_TRANSIENT_STATUS:
-            retry_after = response.headers.get("retry-after", "").strip()
-            raise TokenServiceUnavailable(
-                f"token service answered HTTP {response.status_code}",
-                status=response.status_code,
+                f"token service answered HTTP {status}",
+                status=status,
                 retry_after=float(retry_after) if retry_after.isascii()
                 and retry_after.isdigit() else None,
             )
-        if response.status_code in (401, 403):
+        if status in (401, 403):
             raise AuthRefused(
                 f"token service refused the credentials for scope {wanted!r} "
-                f"(HTTP {response.status_code})"
+                f"(HTTP {status})"
             )
-        if response.status_code != 200:
-            raise AuthRefused(f"token service answered HTTP {response.status_code}")
+        if status != 200:
+            raise AuthRefused(f"token service answered HTTP {status}")
         try:
-            data = response.json()
+            data = json.loads(body)
             value = data.get("token") or data.get("access_token")
             expires_in = int(data.get("expires_in") or 60)
-        except (ValueError, AttributeError, TypeError, OverflowError):
+        except (ValueError, AttributeError, TypeError, OverflowError, RecursionError):
             raise AuthRefused("token service answered with unparseable JSON") from None
         if not isinstance(value, str) or not value:
             raise AuthRefused("token service answered without a token")
@@ -268,10 +347,17 @@ class RegistryAuth(httpx.Auth):
         self._tokens[scope] = _Token(value, self._now() + max(expires_in - 5, 1))
         return value
 
+    def _confined(self, url: httpx.URL) -> bool:
+        """True when `url` is not the registry's origin: no credentials go there."""
+        return self._origin is not None and _origin(url) != self._origin
+
     async def async_auth_flow(
         self, request: httpx.Request
     ) -> AsyncGenerator[httpx.Request, httpx.Response]:
-        """Attach what we know works, answer one challenge, retry once."""
+        """Attach what we know works, answer one challenge of the registry's own, retry once."""
+        if self._confined(request.url):
+            yield request
+            return
         scope = scope_for_path(request.url.path)
         token = self._cached(scope)
         if token:
@@ -281,9 +367,16 @@ class RegistryAuth(httpx.Auth):
         response = yield request
         if response.status_code != 401:
             return
+        try:
+            answered_by = response.request.url
+        except RuntimeError:  # a response built without its request
+            answered_by = request.url
+        if _origin(answered_by) != _origin(request.url) or self._confined(answered_by):
+            # A redirect took the request elsewhere (object storage) and that host wants
+            # credentials: never ours. Its 401 is the answer.
+            return
         scheme, params = parse_challenge(response.headers.get("www-authenticate", ""))
         if scheme == "bearer":
-            await response.aread()
             refused = request.headers.get("Authorization")
             # One renewal per scope at a time: when a token expires mid-scan, every request in
             # flight gets a 401; the first renews, the others reuse its token.
@@ -291,13 +384,12 @@ class RegistryAuth(httpx.Auth):
                 token = self._cached(scope)
                 if token is None or f"Bearer {token}" == refused:
                     self._tokens.pop(scope, None)
-                    token = await self._fetch_token(params, scope)
+                    token = await self._fetch_token(params, scope, answered_by)
             request.headers["Authorization"] = f"Bearer {token}"
             yield request
         elif scheme == "basic" and (basic := self._basic_header()):
             if "Authorization" in request.headers:
                 return  # our credentials were already refused
-            await response.aread()
             self._use_basic = True
             request.headers["Authorization"] = basic
             yield request

@@ -78,6 +78,21 @@ def _auth_or_other(ctx: Context, status: int, what: str, **fields: Any) -> Findi
                    http_status=status, **fields)
 
 
+def _storage_refused(ctx: Context, desc: Descriptor, status: int, host: str,
+                     what: str) -> Finding:
+    """Object storage that a blob was redirected to refused it: a real pull fails there too.
+
+    Never an authentication question for us: credentials are for the registry alone, so the
+    refusal is the storage's answer about this blob (an expired or mis-signed URL, a bucket
+    policy), and the blob cannot be pulled.
+    """
+    return finding(ctx, Kind.BLOB_UNREADABLE,
+                   f"{what}: object storage {host} refused the blob (HTTP {status}) "
+                   "after the registry redirected there",
+                   digest=desc.digest, media_type=desc.media_type, http_status=status,
+                   details={"storage_host": host})
+
+
 def check_manifest(
     ctx: Context,
     fetch: ManifestFetch,
@@ -144,6 +159,8 @@ def check_blob_head(ctx: Context, desc: Descriptor, head: BlobHead) -> list[Find
                                  "http_status": head.status}
     if head.status == 404:
         return [finding(ctx, Kind.BLOB_MISSING, "blob not found (HEAD 404)", **common)]
+    if head.status in (401, 403) and head.storage_host:
+        return [_storage_refused(ctx, desc, head.status, head.storage_host, "blob HEAD")]
     if head.status in (401, 403):
         return [_auth_or_other(ctx, head.status, "blob HEAD", digest=desc.digest,
                                media_type=desc.media_type)]
@@ -168,6 +185,8 @@ def check_last_byte(ctx: Context, desc: Descriptor, read: RangeRead) -> list[Fin
                                  "http_status": read.status}
     if read.status == 404:
         return [finding(ctx, Kind.BLOB_MISSING, "blob not found (GET 404)", **common)]
+    if read.status in (401, 403) and read.storage_host:
+        return [_storage_refused(ctx, desc, read.status, read.storage_host, "blob GET")]
     if read.status in (401, 403):
         return [_auth_or_other(ctx, read.status, "blob GET", digest=desc.digest,
                                media_type=desc.media_type)]
@@ -201,6 +220,8 @@ def check_blob_stream(ctx: Context, desc: Descriptor, stream: BlobStream) -> lis
                                  "http_status": stream.status}
     if stream.status == 404:
         return [finding(ctx, Kind.BLOB_MISSING, "blob not found (GET 404)", **common)]
+    if stream.status in (401, 403) and stream.storage_host:
+        return [_storage_refused(ctx, desc, stream.status, stream.storage_host, "blob GET")]
     if stream.status in (401, 403):
         return [_auth_or_other(ctx, stream.status, "blob GET", digest=desc.digest,
                                media_type=desc.media_type)]

@@ -11,12 +11,11 @@ import asyncio
 import email.utils
 import hashlib
 import random
-import re
 import ssl
-import sys
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from http.cookiejar import CookieJar, DefaultCookiePolicy
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,47 +25,28 @@ import httpx
 from tenacity import AsyncRetrying, RetryCallState, RetryError, retry_if_exception_type
 
 from verifier.auth import Credentials, RegistryAuth, TokenServiceUnavailable
+from verifier.bodies import (
+    SMALL_BODY,
+    STEP,
+    BodyCutShort,
+    BodyDecodingError,
+    Decoder,
+    content_codings,
+    discard,
+    raw_chunks,
+    read_capped,
+)
 from verifier.errors import IncompleteError, RegistryUnreachable, UsageError
-from verifier.h1 import LeanClient
 from verifier.manifest import ACCEPT, DEFAULT_MAX_MANIFEST_BYTES
+from verifier.transport import AiohttpTransport
 
 RETRYABLE_STATUS = frozenset({408, 429, 502, 503, 504})
+REDIRECT_STATUS = frozenset({301, 302, 303, 307, 308})
+#: Redirects followed for one request (a blob GET is one hop to object storage, at most two).
+MAX_REDIRECTS = 10
+#: Largest JSON listing page read (catalog, tags list), after any content decoding.
+MAX_JSON_BYTES = 16 * 1024 * 1024
 
-
-#: Paths of only these characters need no quoting; every registry path built from a parsed
-#: reference (repository names, tags, digests) is one.
-_PLAIN_PATH = re.compile(r"/v2/[A-Za-z0-9._/:+-]*")
-
-
-def plain_url(base: httpx.URL, path: str) -> httpx.URL | None:
-    """`base` with a plain `path`, built without re-parsing; None when `path` is not plain.
-
-    httpx validates every character of a URL string and re-parses the host on each request
-    (~25 µs, issue 7); a plain path has nothing to validate, quote or normalise. Where httpx's
-    URL internals are not what this expects, `_fast_urls_work` turns the shortcut off.
-    """
-    if not _FAST_URLS or not _PLAIN_PATH.fullmatch(path) or "/." in path:
-        return None
-    return _with_path(base, path)
-
-
-def _with_path(base: httpx.URL, path: str) -> httpx.URL:
-    url = httpx.URL.__new__(httpx.URL)
-    url._uri_reference = base._uri_reference._replace(path=path, query=None, fragment=None)
-    return url
-
-
-def _fast_urls_work() -> bool:
-    base = httpx.URL("https://registry.example:5000")
-    path = "/v2/a/b-c_d.e/blobs/sha256:" + "0" * 64
-    try:
-        url = _with_path(base, path)
-        return url == httpx.URL(str(base) + path) and url.raw_path == path.encode()
-    except (AttributeError, TypeError, ValueError):
-        return False
-
-
-_FAST_URLS = _fast_urls_work()
 
 #: A full blob read (`--deep`) may take `--timeout` plus one second per this many bytes; a
 #: server that trickles bytes slower than that is given up on (and retried) rather than waited on
@@ -122,6 +102,8 @@ class BlobHead:
     status: int
     content_length: int | None = None
     digest_header: str | None = None
+    #: host[:port] that answered when a redirect left the registry (object storage).
+    storage_host: str | None = None
 
 
 @dataclass(frozen=True)
@@ -134,8 +116,10 @@ class RangeRead:
     total_size: int | None = None
     truncated: bool = False
     #: distribution sends Docker-Content-Digest on blob GETs too, so one ranged GET answers
-    #: everything a HEAD does (issue 7).
+    #: everything a HEAD does.
     digest_header: str | None = None
+    #: host[:port] that answered when a redirect left the registry (object storage).
+    storage_host: str | None = None
 
 
 @dataclass(frozen=True)
@@ -147,6 +131,8 @@ class BlobStream:
     digest: str | None = None
     declared_length: int | None = None
     truncated: bool = False
+    #: host[:port] that answered when a redirect left the registry (object storage).
+    storage_host: str | None = None
 
 
 @dataclass(frozen=True)
@@ -253,56 +239,98 @@ def _content_range_total(value: str | None) -> int | None:
     return int(total) if _is_decimal(total) else None
 
 
-def _is_tls_failure(exc: BaseException) -> bool:
+def _ssl_error(exc: BaseException) -> ssl.SSLError | None:
+    """The `ssl.SSLError` behind a transport failure, if a TLS failure it was."""
     seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, ssl.SSLError) or "CERTIFICATE_VERIFY_FAILED" in str(seen):
-            return True
+    visited: set[int] = set()
+    while seen is not None and id(seen) not in visited:  # chains can loop
+        if isinstance(seen, ssl.SSLError):
+            return seen
+        # aiohttp's certificate error keeps the ssl one as an attribute.
+        inner = getattr(seen, "certificate_error", None)
+        if isinstance(inner, ssl.SSLError):
+            return inner
+        visited.add(id(seen))
         seen = seen.__cause__ or seen.__context__
-    return False
+    return None
 
 
-def _ssl_context(options: ClientOptions) -> ssl.SSLContext | bool:
+#: OpenSSL's reasons for "the bytes that came back are not TLS at all": what a plain-HTTP
+#: server's `HTTP/1.1 400 ...` looks like to a client expecting a TLS record.
+_NOT_TLS_REASONS = frozenset({"WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE",
+                              "PACKET_LENGTH_TOO_LONG", "UNKNOWN_PROTOCOL", "HTTP_REQUEST"})
+
+
+def tls_failure_message(host: str, error: ssl.SSLError, *, insecure: bool) -> str:
+    """One line naming the host whose TLS failed, why, and what to do about it."""
+    reason = getattr(error, "reason", None)  # set by OpenSSL, absent on hand-made errors
+    if reason in _NOT_TLS_REASONS:
+        return (f"TLS handshake with {host} failed: this server speaks plain HTTP: "
+                "use --plain-http")
+    if isinstance(error, ssl.SSLCertVerificationError):
+        why = getattr(error, "verify_message", None) or reason or "certificate not trusted"
+        return (f"TLS verification failed for {host}: {why} "
+                "(use --ca-cert FILE for a private CA, or --insecure)")
+    why = reason or type(error).__name__
+    advice = "" if insecure else " (--ca-cert FILE trusts a private CA)"
+    return f"TLS handshake with {host} failed: {why}{advice}"
+
+
+def _ssl_context(options: ClientOptions) -> ssl.SSLContext:
+    """The TLS context: the system's trust store, plus `--ca-cert`'s CAs (as curl and skopeo
+    add theirs); none of it with `--insecure`."""
     if options.insecure:
-        return False
-    try:
-        return ssl.create_default_context(
-            cafile=str(options.ca_cert) if options.ca_cert else None
-        )
-    except (OSError, ssl.SSLError) as exc:
-        raise UsageError(f"cannot load CA certificate {options.ca_cert}: {exc}") from None
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        return context
+    # create_default_context() loads the system store (OpenSSL's default paths, which honour
+    # SSL_CERT_FILE and SSL_CERT_DIR); --ca-cert is loaded on top, never instead.
+    context = ssl.create_default_context()
+    if options.ca_cert is not None:
+        try:
+            context.load_verify_locations(cafile=str(options.ca_cert))
+        except (OSError, ssl.SSLError) as exc:
+            raise UsageError(f"cannot load CA certificate {options.ca_cert}: {exc}") from None
+    return context
 
 
-def _respx_active() -> bool:
-    """True while a respx router is started (tests only; respx is never imported here).
-
-    respx patches httpcore's connection pool, below httpx's own transport; requests sent
-    through `LeanClient`'s transports would bypass its mocks and reach the network.
-    """
-    mocks = sys.modules.get("respx.mocks")
-    if mocks is None:
-        return False
-    return any(mocker.routers for mocker in mocks.Mocker.registry.values())
+Origin = tuple[str, str, int | None]
 
 
-def http_client_class(transport: httpx.AsyncBaseTransport | None) -> type[httpx.AsyncClient]:
-    """The httpx client class to build: httpx's API over lean connection handling.
+def origin_of(url: httpx.URL) -> Origin:
+    """(scheme, host, port) -- what decides where credentials may go."""
+    return (url.scheme, url.host, url.port)
 
-    httpx's own async transport (httpcore) costs about three times the CPU per request of
-    the minimum on this workload and made the client, not the registry, the bottleneck of a
-    scan (issue 7). `LeanClient` keeps every httpx behaviour we rely on -- auth flow, redirects
-    (Authorization dropped across origins), timeouts, limits, TLS context, proxies from the
-    environment -- and only swaps the transport (verifier/transport.py, verifier/h1.py). An
-    injected transport (tests) is used as is; under respx the stock transport keeps its mocks
-    in the path.
-    """
-    if transport is not None or _respx_active():
-        return httpx.AsyncClient
-    return LeanClient
+
+def _netloc(url: httpx.URL) -> str:
+    return url.host if url.port is None else f"{url.host}:{url.port}"
+
+
+class _HopFailed(Exception):
+    """Internal: one exchange of a request failed at the transport level."""
+
+    def __init__(self, url: httpx.URL, error: httpx.TransportError) -> None:
+        super().__init__(str(error))
+        self.url = url
+        self.error = error
+
+
+def _no_cookies() -> CookieJar:
+    """A cookie jar that accepts none: registries use no cookies (Docker's and containerd's
+    clients keep none), and nothing set by one host is ever sent to another."""
+    return CookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))
 
 
 class RegistryClient:
-    """Async client for one registry host; `async with` it, then call the typed methods."""
+    """Async client for one registry host; `async with` it, then call the typed methods.
+
+    Redirects and authentication are handled here, hop by hop, rather than by httpx's client:
+    credentials (Basic, tokens) go only to the registry's own origin, and only the registry's
+    own challenges are answered; a redirect to another origin (object storage) is followed
+    with no Authorization at all. Every exchange is counted, redirect hops included, and no
+    body is read whole unless a capped reader asked for it.
+    """
 
     def __init__(
         self,
@@ -317,38 +345,35 @@ class RegistryClient:
         scheme = "http" if self.options.plain_http else "https"
         self.base_url = f"{scheme}://{host}"
         self._base = httpx.URL(self.base_url)
-        verify = _ssl_context(self.options)
+        self._origin = origin_of(self._base)
+        context = _ssl_context(self.options)
         timeout = httpx.Timeout(self.options.timeout)
         limits = httpx.Limits(
             max_connections=self.options.concurrency,
             max_keepalive_connections=self.options.concurrency,
         )
-        client_class = http_client_class(transport)
-        self._token_client = client_class(
-            verify=verify, timeout=timeout, transport=transport, follow_redirects=True
+        self.requests_by_code: Counter[str] = Counter()
+        #: Attempts by what they asked for (manifest, blob, tags, catalog, other).
+        self.requests_by_kind: Counter[str] = Counter()
+        # Token requests get their own connections: a token fetched while every connection
+        # of the main pool is held by a request waiting for that token would never get one.
+        self._token_client = httpx.AsyncClient(
+            transport=transport or AiohttpTransport(context), timeout=timeout,
+            cookies=_no_cookies(), headers={"User-Agent": "regverify/0.1", "Accept-Encoding": "identity"},
         )
-        self.auth = RegistryAuth(credentials, self._token_client)
-        self._http = client_class(
-            base_url=self.base_url,
-            verify=verify,
+        self.auth = RegistryAuth(credentials, self._token_client, origin=self._base,
+                                 exchanges=self.requests_by_code)
+        self._http = httpx.AsyncClient(
+            transport=transport or AiohttpTransport(context, limits=limits),
             timeout=timeout,
-            limits=limits,
-            transport=transport,
-            auth=self.auth,
-            # Blob GETs are often answered 307 to object storage; httpx drops Authorization
-            # when a redirect leaves the origin.
-            follow_redirects=True,
-            # Identity only: digests and sizes are of the bytes as stored, and a compressed
-            # answer's Content-Length (and raw blob stream) would be of something else.
+            cookies=_no_cookies(),
+            # Identity only: digests and sizes are of the bytes as stored. A server that
+            # compresses anyway is decoded with a cap (verifier/bodies.py).
             headers={"User-Agent": "regverify/0.1", "Accept-Encoding": "identity"},
         )
         self._slots = asyncio.Semaphore(self.options.concurrency)
         self._limiter = _RateLimiter(self.options.max_rps) if self.options.max_rps else None
         self._started = time.monotonic()
-        self.requests_by_code: Counter[str] = Counter()
-        #: Attempts by what they asked for (manifest, blob, tags, catalog, other): the
-        #: "requests per blob / per manifest" of issue 7 come from these.
-        self.requests_by_kind: Counter[str] = Counter()
 
     async def __aenter__(self) -> RegistryClient:
         return self
@@ -397,7 +422,7 @@ class RegistryClient:
 
         Each attempt, headers and body together, must finish within `budget` seconds and within
         what is left of the deadline: httpx's timeout is per read, so a server trickling one
-        byte at a time would otherwise hold a request open forever (issue 6, hostile input).
+        byte at a time would otherwise hold a request open forever.
         """
         attempts = self.options.retries + 1
         left = self._deadline_left()
@@ -409,7 +434,7 @@ class RegistryClient:
 
         try:
             # Most requests succeed at once: send the first attempt before building the retry
-            # machinery (~25 µs a request, issue 7). A failure is replayed as tenacity's first
+            # machinery (~25 µs a request). A failure is replayed as tenacity's first
             # attempt, so waits, stops and attempt numbers are exactly as if it had sent it.
             return await self._attempt_bounded(method, url, handle, headers, params, budget)
         except _Retryable as exc:
@@ -492,32 +517,22 @@ class RegistryClient:
     ) -> T:
         self.requests_by_kind[_request_kind(url)] += 1
         try:
-            # An absolute URL: httpx parses it once, where a path is parsed, merged with the
-            # base URL and parsed again (~30 µs a request, issue 7); a plain one not at all.
-            target: httpx.URL | str = url
-            if url.startswith("/"):
-                target = plain_url(self._base, url) or self.base_url + url
-            request = self._http.build_request(method, target, headers=headers, params=params)
-            response = await self._http.send(request, stream=True)
-        except httpx.TooManyRedirects:
-            # A definite answer (the redirects loop), not a transient one: no retry, and not a
-            # verdict on the object either.
-            self.requests_by_code["error"] += 1
-            raise RequestFailed(f"{method} {url}: too many redirects (a redirect loop?)",
-                                method=method, url=url, status=None) from None
+            response = await self._send(method, url, headers, params)
         except TokenServiceUnavailable as exc:
             raise _Retryable(exc.message, status=exc.status,
                              retry_after=exc.retry_after) from None
-        except httpx.TransportError as exc:
+        except _HopFailed as failed:
             self.requests_by_code["error"] += 1
-            if _is_tls_failure(exc):
-                raise RegistryUnreachable(
-                    f"TLS verification failed for {self.host} "
-                    "(use --ca-cert FILE for a private CA, or --insecure)"
-                ) from None
-            raise _Retryable(f"{type(exc).__name__}: {exc}".rstrip(": ")) from None
+            tls = _ssl_error(failed.error)
+            if tls is not None:
+                raise RegistryUnreachable(tls_failure_message(
+                    _netloc(failed.url), tls, insecure=self.options.insecure)) from tls
+            if isinstance(failed.error, httpx.UnsupportedProtocol):
+                raise RequestFailed(f"{method} {url}: {failed.error}", method=method, url=url,
+                                    status=None) from None
+            error = failed.error
+            raise _Retryable(f"{type(error).__name__}: {error}".rstrip(": ")) from None
         try:
-            self.requests_by_code[str(response.status_code)] += 1
             if response.status_code in RETRYABLE_STATUS:
                 raise _Retryable(
                     f"HTTP {response.status_code}",
@@ -525,12 +540,80 @@ class RegistryClient:
                     retry_after=parse_retry_after(response.headers.get("retry-after")),
                 )
             return await handle(response)
-        except (httpx.TransportError, httpx.DecodingError) as exc:
+        except (httpx.TransportError, BodyDecodingError) as exc:
             # The headers came but the body stalled past the read timeout, or cannot be decoded
             # (a `Content-Encoding` that lies): transient as far as we can tell, never a verdict.
             raise _Retryable(f"{type(exc).__name__} while reading the body") from None
+        except BodyCutShort as exc:
+            raise _Retryable(exc.reason) from None
         finally:
             await response.aclose()
+
+    async def _send(self, method: str, url: str, headers: dict[str, str] | None,
+                    params: dict[str, str] | None) -> httpx.Response:
+        """Send one request, following redirects hop by hop; the final response, streamed.
+
+        Each hop is one counted exchange. The registry's own origin gets the auth flow
+        (credentials, challenges answered); any other origin gets the request with our own
+        headers only, and its 401 or 403 is the answer, never a challenge to meet.
+        """
+        target = httpx.URL(self.base_url + url) if url.startswith("/") else httpx.URL(url)
+        request = self._http.build_request(method, target, headers=headers, params=params)
+        for _ in range(MAX_REDIRECTS + 1):
+            if origin_of(request.url) == self._origin:
+                response = await self._send_authenticated(request)
+            else:
+                response = await self._exchange_once(request)
+            location = response.headers.get("location")
+            if response.status_code not in REDIRECT_STATUS or location is None:
+                return response
+            await discard(response)
+            try:
+                next_url = request.url.join(location.strip())
+            except httpx.InvalidURL:
+                next_url = None
+            if next_url is None or next_url.scheme not in ("http", "https") or not next_url.host:
+                raise RequestFailed(
+                    f"{method} {url}: redirected to an unusable location "
+                    f"{_printable(location, 100)!r}", method=method, url=url, status=None)
+            # Built afresh from our own headers: whatever the auth flow added to the last
+            # hop (Authorization) is not carried to the next one.
+            request = self._http.build_request(method, next_url, headers=headers)
+        raise RequestFailed(f"{method} {url}: too many redirects (a redirect loop?)",
+                            method=method, url=url, status=None)
+
+    async def _exchange_once(self, request: httpx.Request) -> httpx.Response:
+        """One request, one response (streamed), counted; transport failures as _HopFailed."""
+        try:
+            response = await self._http.send(request, stream=True, follow_redirects=False)
+        except httpx.TransportError as exc:
+            raise _HopFailed(request.url, exc) from exc
+        self.requests_by_code[str(response.status_code)] += 1
+        return response
+
+    async def _send_authenticated(self, request: httpx.Request) -> httpx.Response:
+        """Drive the registry's auth flow (an `httpx.Auth`): send, answer a challenge, resend."""
+        flow = self.auth.async_auth_flow(request)
+        try:
+            request = await flow.__anext__()
+            while True:
+                response = await self._exchange_once(request)
+                try:
+                    next_request = await flow.asend(response)
+                except StopAsyncIteration:
+                    return response
+                except BaseException:
+                    await response.aclose()
+                    raise
+                await discard(response)  # the challenge's body: a few KiB at most
+                request = next_request
+        finally:
+            await flow.aclose()
+
+    def storage_host(self, response: httpx.Response) -> str | None:
+        """host[:port] that answered, when a redirect took the request off the registry."""
+        url = response.request.url
+        return None if origin_of(url) == self._origin else _netloc(url)
 
     # -- typed requests ---------------------------------------------------------------------
 
@@ -545,7 +628,11 @@ class RegistryClient:
             raise RegistryUnreachable(f"registry {self.host} unreachable: {exc}") from None
 
     async def get_manifest(self, repository: str, ref: str) -> ManifestFetch:
-        """GET a manifest by tag or digest with the full Accept list, capped in size."""
+        """GET a manifest by tag or digest with the full Accept list, capped in size.
+
+        The cap is on the bytes held after any `Content-Encoding` is decoded; the body (and so
+        the digest) is the decoded one, as distribution stores it.
+        """
         cap = self.options.max_manifest_bytes
 
         async def handle(response: httpx.Response) -> ManifestFetch:
@@ -557,15 +644,17 @@ class RegistryClient:
                 "content_length": declared,
             }
             if status != 200:
-                body = await _read_capped(response, 64 * 1024)
+                body = await _error_body(response)
                 return ManifestFetch(status, error_codes=_error_codes(body), **common)
-            if declared is not None and declared > cap:
+            if declared is not None and declared > cap + (STEP if content_codings(response)
+                                                          else 0):
                 return ManifestFetch(status, too_large=True, **common)
-            body = await _read_capped(response, cap + 1)
-            if len(body) > cap:
+            body, received, too_large = await read_capped(response, cap)
+            if too_large:
                 return ManifestFetch(status, too_large=True, **common)
-            if declared is not None and len(body) != declared:
-                raise _Retryable(f"manifest body cut short ({len(body)} of {declared} bytes)")
+            # Content-Length counts the bytes as sent (encoded, if they were).
+            if declared is not None and received != declared:
+                raise _Retryable(f"manifest body cut short ({received} of {declared} bytes)")
             return ManifestFetch(status, body=body, **common)
 
         return await self._exchange(
@@ -584,7 +673,7 @@ class RegistryClient:
             )
 
         # The full Accept list matters here as for GET: without the OCI types, distribution
-        # answers 404 for OCI content by digest too (REGISTRY-FACTS.md).
+        # answers 404 for OCI content by digest too.
         return await self._exchange("HEAD", f"/v2/{repository}/manifests/{digest}", handle,
                                     headers={"Accept": ACCEPT}, budget=self.options.timeout)
 
@@ -595,6 +684,7 @@ class RegistryClient:
                 response.status_code,
                 _int_header(response, "content-length"),
                 response.headers.get("docker-content-digest"),
+                storage_host=self.storage_host(response),
             )
 
         return await self._exchange("HEAD", f"/v2/{repository}/blobs/{digest}", handle,
@@ -607,18 +697,24 @@ class RegistryClient:
             declared = _int_header(response, "content-length")
             total = _content_range_total(response.headers.get("content-range"))
             digest_header = response.headers.get("docker-content-digest")
+            storage = self.storage_host(response)
             received = 0
-            limit = 1 if status == 206 else size
+            # An error page is not counted, and read only a little of; a 200 (a server that
+            # ignores Range) is read up to the blob's size, to see that the bytes come.
+            limit = 1 if status == 206 else size if status == 200 else SMALL_BODY
             try:
-                async for chunk in _raw_chunks(response):
+                async for chunk in raw_chunks(response):
                     received += len(chunk)
-                    if status not in (200, 206) or received > limit:
+                    if received > limit:
                         break
             except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
                 result = RangeRead(status, received, declared, total, truncated=True,
-                                   digest_header=digest_header)
+                                   digest_header=digest_header, storage_host=storage)
                 raise _Retryable(f"body cut short: {type(exc).__name__}", result=result) from None
-            return RangeRead(status, received, declared, total, digest_header=digest_header)
+            if status not in (200, 206):
+                received = 0
+            return RangeRead(status, received, declared, total, digest_header=digest_header,
+                             storage_host=storage)
 
         return await self._exchange(
             "GET",
@@ -634,38 +730,52 @@ class RegistryClient:
 
         With `expected_size`, reading stops once the body is longer than that (an endless body
         cannot keep us busy) and the attempt may take `--timeout` plus size / STREAM_MIN_RATE.
+        A `Content-Encoding` the server applied anyway is decoded as it streams: the hash and
+        the size are of the blob, not of its transfer encoding.
         """
         async def handle(response: httpx.Response) -> BlobStream:
             status = response.status_code
             declared = _int_header(response, "content-length")
+            storage = self.storage_host(response)
             if status != 200:
-                return BlobStream(status, declared_length=declared)
+                # Not read at all: closing the response closes its connection.
+                return BlobStream(status, declared_length=declared, storage_host=storage)
+            decoder = Decoder(content_codings(response))
             hasher = hashlib.sha256()
             size = 0
             try:
-                async for chunk in _raw_chunks(response):
-                    hasher.update(chunk)
-                    size += len(chunk)
+                async for chunk in raw_chunks(response):
+                    for piece in decoder.feed(chunk) if not decoder.identity else (chunk,):
+                        hasher.update(piece)
+                        size += len(piece)
                     if expected_size is not None and size > expected_size:
                         break  # already too long: a size mismatch, whatever follows
+                else:
+                    decoder.finish()
             except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
-                result = BlobStream(status, size, None, declared, truncated=True)
+                result = BlobStream(status, size, None, declared, truncated=True,
+                                    storage_host=storage)
                 raise _Retryable(f"body cut short: {type(exc).__name__}", result=result) from None
-            return BlobStream(status, size, "sha256:" + hasher.hexdigest(), declared)
+            return BlobStream(status, size, "sha256:" + hasher.hexdigest(), declared,
+                              storage_host=storage)
 
         budget = self.options.timeout + (expected_size or 0) / STREAM_MIN_RATE
         return await self._exchange("GET", f"/v2/{repository}/blobs/{digest}", handle,
                                     budget=budget if expected_size is not None else None)
 
     async def get_json(self, path: str, params: dict[str, str] | None = None) -> JsonPage:
-        """GET a JSON API page (catalog, tag list) with its `Link` header."""
+        """GET a JSON API page (catalog, tag list) with its `Link` header, capped in size."""
         import json
 
         async def handle(response: httpx.Response) -> JsonPage:
-            body = await _read_capped(response, 16 * 1024 * 1024)
             link = response.headers.get("link")
             if response.status_code != 200:
+                body = await _error_body(response)
                 return JsonPage(response.status_code, link=link, error=",".join(_error_codes(body)))
+            body, _, too_large = await read_capped(response, MAX_JSON_BYTES)
+            if too_large:
+                return JsonPage(200, None, link,
+                                error=f"response larger than {MAX_JSON_BYTES} bytes")
             try:
                 return JsonPage(200, json.loads(body), link)
             except (ValueError, RecursionError):
@@ -694,27 +804,10 @@ def _smallest(*limits: float | None) -> float | None:
     return max(0.0, min(known)) if known else None
 
 
-async def _raw_chunks(response: httpx.Response) -> AsyncIterator[bytes]:
-    """The body as sent (no content decoding), also for responses built in memory by mocks."""
-    if response.is_stream_consumed:
-        yield response.content
-        return
-    # No chunk size: a re-chunking buffer would swallow the bytes that did arrive when the
-    # connection drops, and a truncated read would then report 0 bytes received.
-    async for chunk in response.aiter_raw():
-        yield chunk
-
-
-async def _read_capped(response: httpx.Response, cap: int) -> bytes:
-    """Read at most `cap` bytes of a streamed body (a hostile server cannot fill our memory)."""
-    chunks: list[bytes] = []
-    size = 0
+async def _error_body(response: httpx.Response) -> bytes:
+    """The first few KiB of an error answer, decoded: enough for distribution's `errors[]`."""
     try:
-        async for chunk in response.aiter_bytes(64 * 1024):
-            chunks.append(chunk)
-            size += len(chunk)
-            if size >= cap:
-                break
-    except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
-        raise _Retryable(f"body cut short: {type(exc).__name__}") from None
-    return b"".join(chunks)[:cap]
+        body, _, too_large = await read_capped(response, SMALL_BODY)
+    except (BodyCutShort, BodyDecodingError):
+        return b""
+    return b"" if too_large else body

@@ -1,7 +1,8 @@
-"""httpx over aiohttp, for connections through an HTTP proxy (`verifier.h1.LeanClient`).
+"""The one HTTP transport: httpx's API over aiohttp's connections (httpx-aiohttp).
 
-Direct connections use `verifier.h1.H1Transport`; a proxy from the environment gets this
-transport, and aiohttp is imported only then. `AiohttpTransport` builds on
+aiohttp brings what a scan needs from a client stack: llhttp's HTTP/1.1 parser, connection
+pooling with a global limit and idle clean-up, Happy Eyeballs, TLS from the standard library
+and forward proxies (plain and CONNECT). `AiohttpTransport` builds on
 `httpx_aiohttp.AiohttpTransport` (its connector, limits and TLS set-up) but sends and streams
 itself, so that every aiohttp failure becomes the httpx exception the client's retry loop
 already understands -- the package maps only some, and lets others (a malformed status line,
@@ -19,10 +20,18 @@ ServerTimeoutError, TimeoutError       ReadTimeout / ConnectTimeout retry
 ClientResponseError (bad status line)  RemoteProtocolError          retry
 InvalidURL, non-HTTP URL               UnsupportedProtocol          failed request
 =====================================  ===========================  ========================
+
+Proxies come from the environment (`HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY`, `NO_PROXY`, as
+the standard library reads them), looked up once per origin. aiohttp's own `trust_env` is left
+off: it would also read `~/.netrc` and send what it finds there to any host, storage included.
+Bodies are never decompressed here (`auto_decompress=False`): verifier/bodies.py decodes
+them with a cap on what it holds.
 """
 
 from __future__ import annotations
 
+import ssl
+import urllib.request
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -73,11 +82,44 @@ class _ResponseStream(httpx.AsyncByteStream):
         self._response.release()
 
 
+def environment_proxy(url: httpx.URL) -> str | None:
+    """The proxy the environment names for `url`, or None (direct, or excluded by NO_PROXY)."""
+    proxies = urllib.request.getproxies()
+    proxy = proxies.get(url.scheme) or proxies.get("all")
+    if not proxy:
+        return None
+    host = url.host if url.port is None else f"{url.host}:{url.port}"
+    if urllib.request.proxy_bypass(host) or urllib.request.proxy_bypass(url.host):
+        return None
+    return proxy if "://" in proxy else f"http://{proxy}"
+
+
 class AiohttpTransport(_BaseTransport):
-    """`httpx_aiohttp.AiohttpTransport` with complete error mapping and unbuffered bodies."""
+    """`httpx_aiohttp.AiohttpTransport` with complete error mapping, unbuffered bodies and
+    proxies from the environment."""
 
     _timeout_key: tuple[float | None, float | None, float | None] | None = None
     _timeout: aiohttp.ClientTimeout | None = None
+
+    def __init__(self, verify: ssl.SSLContext | bool = True, *,
+                 limits: httpx.Limits | None = None, trust_env: bool = True,
+                 proxy: httpx.Proxy | None = None) -> None:
+        super().__init__(verify=verify, limits=limits or httpx.Limits(), proxy=proxy)
+        self._trust_env = trust_env
+        self._proxies: dict[tuple[str, str, int | None], str | None] = {}
+
+    def _proxy_for(self, url: httpx.URL) -> tuple[str | None, aiohttp.BasicAuth | None,
+                                                  dict[str, str] | None]:
+        proxy = self.proxy
+        if proxy is not None:
+            auth = aiohttp.BasicAuth(*proxy.auth) if proxy.auth else None
+            return str(proxy.url), auth, dict(proxy.headers)
+        if not self._trust_env:
+            return None, None, None
+        key = (url.scheme, url.host, url.port)
+        if key not in self._proxies:
+            self._proxies[key] = environment_proxy(url)
+        return self._proxies[key], None, None
 
     def get_client(self) -> aiohttp.ClientSession:
         """The aiohttp session: the package's connector (limits, TLS), no cookie jar.
@@ -91,8 +133,16 @@ class AiohttpTransport(_BaseTransport):
             keepalive_timeout=limits.keepalive_expiry,
             ssl=self.ssl_context,
         )
-        return aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar(),
-                                     auto_decompress=False)
+        session = aiohttp.ClientSession(connector=connector,
+                                        cookie_jar=aiohttp.DummyCookieJar(),
+                                        auto_decompress=False)
+        # aiohttp resends an idempotent request once when the connection drops before an
+        # answer, on a fresh connection as on a reused one. The client's retry loop already
+        # retries such failures with backoff, and `--retries N` must mean N+1 requests reach
+        # a failing server, not up to twice that. The switch is the one aiohttp's own test
+        # client turns off (aiohttp.test_utils); no public option exists in 3.x.
+        session._retry_connection = False
+        return session
 
     def _client_timeout(self, timeout: dict[str, float | None]) -> aiohttp.ClientTimeout:
         # Every request of a client carries the same httpx timeouts: build the aiohttp
@@ -111,7 +161,7 @@ class AiohttpTransport(_BaseTransport):
         # Redirected requests carry the original's (empty or in-memory) stream unread; reading
         # it is cheap, and the client never sends a body that does not fit in memory.
         data: bytes | None = await request.aread() or None
-        proxy = self.proxy
+        proxy, proxy_auth, proxy_headers = self._proxy_for(request.url)
         try:
             response = await self.client.request(
                 request.method,
@@ -122,9 +172,9 @@ class AiohttpTransport(_BaseTransport):
                 auto_decompress=False,
                 timeout=self._client_timeout(request.extensions.get("timeout", {})),
                 server_hostname=request.extensions.get("sni_hostname"),
-                proxy=str(proxy.url) if proxy else None,
-                proxy_auth=aiohttp.BasicAuth(*proxy.auth) if proxy and proxy.auth else None,
-                proxy_headers=proxy.headers if proxy else None,
+                proxy=proxy,
+                proxy_auth=proxy_auth,
+                proxy_headers=proxy_headers,
             )
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             raise transport_error(exc) from exc
