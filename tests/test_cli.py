@@ -208,7 +208,7 @@ def test_filesystem_commands_are_mounted_on_the_real_app() -> None:
 
 def test_start_up_imports_only_what_the_http_commands_need() -> None:
     # A probe runs every 15 minutes: the fs engines, the GC preview, the exporter and aiohttp
-    # (proxies only) are imported by the commands that use them, not by every start.
+    # (the HTTP transport) are imported by the commands that use them, not by every start.
     import subprocess
     import sys
 

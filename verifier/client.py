@@ -38,7 +38,6 @@ from verifier.bodies import (
 )
 from verifier.errors import IncompleteError, RegistryUnreachable, UsageError
 from verifier.manifest import ACCEPT, DEFAULT_MAX_MANIFEST_BYTES
-from verifier.transport import AiohttpTransport
 
 RETRYABLE_STATUS = frozenset({408, 429, 502, 503, 504})
 REDIRECT_STATUS = frozenset({301, 302, 303, 307, 308})
@@ -352,6 +351,10 @@ class RegistryClient:
             max_connections=self.options.concurrency,
             max_keepalive_connections=self.options.concurrency,
         )
+        # aiohttp is imported when a client is built, not when the CLI starts: `fs` commands
+        # and `--help` never need it.
+        from verifier.transport import AiohttpTransport
+
         self.requests_by_code: Counter[str] = Counter()
         #: Attempts by what they asked for (manifest, blob, tags, catalog, other).
         self.requests_by_kind: Counter[str] = Counter()
