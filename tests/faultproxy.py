@@ -159,9 +159,11 @@ async def _read_request(reader: asyncio.StreamReader) -> Request | None:
 class LoopbackHTTPServer:
     """An HTTP/1.1 server on 127.0.0.1 in a thread of its own; `with` it or start()/stop()."""
 
-    def __init__(self, handler: Handler, *, tls: ssl.SSLContext | None = None) -> None:
+    def __init__(self, handler: Handler, *, tls: ssl.SSLContext | None = None,
+                 address: str = "127.0.0.1") -> None:
         self.handler = handler
         self.tls = tls
+        self.address = address
         self.requests: list[Request] = []
         self.port = 0
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -173,8 +175,8 @@ class LoopbackHTTPServer:
 
     @property
     def host(self) -> str:
-        """`127.0.0.1:PORT`."""
-        return f"127.0.0.1:{self.port}"
+        """`ADDRESS:PORT` (127.0.0.1 unless another loopback address was asked for)."""
+        return f"{self.address}:{self.port}"
 
     @property
     def url(self) -> str:
@@ -221,7 +223,7 @@ class LoopbackHTTPServer:
         self.loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
         await self.setup()
-        server = await asyncio.start_server(self._connection, "127.0.0.1", 0, ssl=self.tls,
+        server = await asyncio.start_server(self._connection, self.address, 0, ssl=self.tls,
                                             limit=_MAX_HEAD)
         self.port = server.sockets[0].getsockname()[1]
         self._ready.set()

@@ -521,3 +521,230 @@ def test_flaky_token_service_is_retried_not_refused(
     assert run.code == 1, doc["findings"]
     assert {i["repository"]: i["status"] for i in doc["images"]} == {
         "private/app": "ok", "private/broken": "broken"}
+
+
+# --- credentials confined to the registry: a hostile storage host on 127.0.0.2 ---------------
+
+
+class HostileStorage(LoopbackHTTPServer):
+    """Object storage on a second loopback address that asks for credentials: a challenge of
+    its choosing on every request, and a token endpoint of its own that records what came."""
+
+    def __init__(self, status: int, challenge: str | None) -> None:
+        super().__init__(self._serve, address="127.0.0.2")
+        self.status = status
+        self.challenge = challenge
+
+    async def _serve(self, exchange: Exchange) -> None:
+        challenge = (self.challenge or "").replace("SELF", self.url)
+        headers = [("WWW-Authenticate", challenge)] if challenge else []
+        await exchange.respond(self.status, b"<Error><Code>AccessDenied</Code></Error>",
+                               headers)
+
+
+def _storage_front(registry: RegistryServer, storage_url: str, *,
+                   tls: ssl.SSLContext | None = None) -> FaultProxy:
+    """The registry, behind a front that redirects every authenticated blob request to
+    `storage_url` (as distribution's s3 driver does, with a presigned URL)."""
+
+    async def redirect_blobs(exchange: Exchange) -> None:
+        request = exchange.request
+        if "/blobs/sha256:" in request.path and request.header("authorization"):
+            digest = request.path.rsplit("/", 1)[1]
+            where = f"{storage_url}/bucket/{digest}?X-Amz-Signature=deadbeef"
+            await exchange.respond(307, b"", [("Location", where)])
+
+    return FaultProxy(registry.url, intercept=redirect_blobs, tls=tls)
+
+
+@pytest.mark.parametrize(("status", "challenge"), [
+    (401, 'Bearer realm="SELF/token",service="storage"'),   # a realm on the storage host
+    (401, 'Bearer realm="http://127.0.0.3:9/token"'),       # a realm on a third host
+    (401, 'Basic realm="storage"'),
+    (403, None),
+], ids=["bearer-self", "bearer-third-host", "basic", "403"])
+def test_a_redirect_targets_challenge_is_never_answered(
+    basic: Secured, tmp_path: Path, status: int, challenge: str | None
+) -> None:
+    """The registry (Basic auth) redirects blobs to storage that wants credentials: none go
+    there, none go to a realm it names, and the refusal is the blob's verdict."""
+    with HostileStorage(status, challenge) as storage, \
+            _storage_front(basic.server, storage.url) as front:
+        run = regverify("image", f"{front.host}/{basic.healthy}", "--plain-http", "--format",
+                        "json", "--retries", "0",
+                        env=_env(tmp_path, REGVERIFY_USERNAME=USER, REGVERIFY_PASSWORD=PASSWORD))
+        received = list(storage.requests)
+        front_auth = [r.header("authorization") for r in front.requests
+                      if "/blobs/" in r.path]
+    doc = report(run)
+    assert run.code == 1, (run.stderr, doc["findings"])
+    assert front_auth and all(front_auth)  # the registry did get the credentials
+    assert received, "the redirect was not followed"
+    assert all(r.path.startswith("/bucket/") for r in received)  # no token request at all
+    for r in received:
+        assert {k.lower() for k, _ in r.headers}.isdisjoint({"authorization", "cookie"})
+    assert {f["kind"] for f in doc["findings"]} == {"blob_unreadable"}
+    assert all(storage.host in f["message"] for f in doc["findings"])
+    assert all(f["details"]["storage_host"] == storage.host for f in doc["findings"])
+    assert doc["images"][0]["status"] == "broken"
+
+
+def test_redirect_hops_are_counted(basic: Secured, tmp_path: Path) -> None:
+    """A redirected blob probe is two exchanges, 307 then 206, and both are counted."""
+    with Storage(basic.server.v2) as storage, \
+            _storage_front(basic.server, storage.url) as front:
+        run = regverify("image", f"{front.host}/{basic.healthy}", "--plain-http", "--format",
+                        "json",
+                        env=_env(tmp_path, REGVERIFY_USERNAME=USER, REGVERIFY_PASSWORD=PASSWORD))
+        redirects = sum(1 for e in front.events if e.status == 307)
+        ranged = len(storage.requests)
+        answered = len(front.events)
+    doc = report(run)
+    assert run.code == 0, doc["findings"]
+    by_code = doc["summary"]["requests_by_code"]
+    assert redirects and by_code["307"] == redirects
+    assert by_code["206"] == ranged == redirects
+    # Every exchange with the front and with storage, nothing else and nothing twice.
+    assert doc["summary"]["requests"] == answered + ranged
+
+
+class _Recorder(LoopbackHTTPServer):
+    """Records every request; answers 401 (a token service that knows nobody)."""
+
+    def __init__(self, address: str = "127.0.0.2") -> None:
+        super().__init__(self._serve, address=address)
+
+    async def _serve(self, exchange: Exchange) -> None:
+        await exchange.respond(401, b'{"details":"who are you"}')
+
+
+class _RedirectingRealm(LoopbackHTTPServer):
+    """A token realm on the registry's side that redirects every request to `target`."""
+
+    def __init__(self, target: str, status: int = 307) -> None:
+        super().__init__(self._serve)
+        self.target = target
+        self.status = status
+
+    async def _serve(self, exchange: Exchange) -> None:
+        await exchange.respond(self.status, b"",
+                               [("Location", f"{self.target}{exchange.request.target}")])
+
+
+@pytest.mark.parametrize("grant", ["basic", "refresh-token"])
+def test_token_requests_never_take_credentials_to_another_origin(
+    bearer: Secured, fresh_tokens: TokenServer, tmp_path: Path, registry_bin: str, grant: str
+) -> None:
+    """The realm the registry names redirects to another origin: the password never goes
+    there, and a refresh-token POST is not sent there at all."""
+    with _Recorder() as thief, _RedirectingRealm(thief.url) as realm:
+        server = RegistryServer(workdir=tmp_path / "registry", registry_bin=registry_bin)
+        server.extra_config = fresh_tokens.registry_config()
+        server.extra_config["auth"]["token"]["realm"] = f"{realm.url}/token"
+        server.extra_config["storage"] = {"filesystem": {"rootdirectory": str(bearer.server.root)}}
+        server.start()
+        try:
+            if grant == "basic":
+                env = _env(tmp_path, REGVERIFY_USERNAME=USER, REGVERIFY_PASSWORD=PASSWORD)
+            else:
+                (tmp_path / "config.json").write_text(json.dumps(
+                    {"auths": {server.host: {"identitytoken": IDENTITY_TOKEN}}}))
+                env = _env(tmp_path)
+            run = regverify("image", f"{server.host}/{bearer.healthy}", "--plain-http",
+                            "--format", "json", "--retries", "0", env=env)
+        finally:
+            server.stop()
+        stolen = list(thief.requests)
+    assert run.code == 3, run.stderr
+    assert {f["kind"] for f in report(run)["findings"]} == {"auth_failed"}
+    assert realm.requests  # the registry's realm was asked
+    if grant == "refresh-token":
+        assert stolen == []
+    for r in stolen:
+        assert r.header("authorization") is None and not r.body
+    assert_no_secret([run], basic_secrets())
+
+
+def test_token_realm_must_be_https_when_the_registry_is(tls: Tls, tmp_path: Path) -> None:
+    """An HTTPS registry that names an http:// realm: no credentials are sent in clear."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.ca.issue_cert("127.0.0.1").configure_cert(context)
+    with _Recorder() as clear_realm:
+        async def challenge(exchange: Exchange) -> None:
+            if not exchange.request.header("authorization"):
+                await exchange.respond(401, b"{}", [(
+                    "WWW-Authenticate",
+                    f'Bearer realm="{clear_realm.url}/token",service="registry"')])
+
+        with FaultProxy(f"https://{tls.server.host}", intercept=challenge,
+                        tls=context) as front:
+            run = regverify("image", f"{front.host}/secure/app:v1", "--ca-cert",
+                            str(tls.ca_pem), "--format", "json", "--retries", "0",
+                            env=_env(tmp_path, REGVERIFY_USERNAME=USER,
+                                     REGVERIFY_PASSWORD=PASSWORD))
+        received = list(clear_realm.requests)
+    assert run.code == 3, run.stderr
+    assert received == []
+    assert any("not HTTPS" in f["message"] for f in report(run)["findings"])
+
+
+# --- trust: --ca-cert adds to the system store ------------------------------------------------
+
+
+def test_ca_cert_adds_to_the_system_trust_store(basic: Secured, tmp_path: Path) -> None:
+    """Registry on a private CA, its storage on another CA the system trusts (SSL_CERT_FILE):
+    `--ca-cert` for the registry's CA must keep the system's, as curl and skopeo do."""
+    private, public = trustme.CA(), trustme.CA()
+    front_tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    private.issue_cert("127.0.0.1").configure_cert(front_tls)
+    storage_tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    public.issue_cert("127.0.0.2").configure_cert(storage_tls)
+    private_pem, system_bundle = tmp_path / "private.pem", tmp_path / "system.pem"
+    private.cert_pem.write_to_path(str(private_pem))
+    public.cert_pem.write_to_path(str(system_bundle))
+    storage = Storage(basic.server.v2)
+    storage.tls, storage.address = storage_tls, "127.0.0.2"
+    with storage, _storage_front(basic.server, storage.url, tls=front_tls) as front:
+        creds = {"REGVERIFY_USERNAME": USER, "REGVERIFY_PASSWORD": PASSWORD}
+        ok = regverify("image", f"{front.host}/{basic.healthy}", "--ca-cert", str(private_pem),
+                       "--format", "json",
+                       env=_env(tmp_path, SSL_CERT_FILE=str(system_bundle), **creds))
+        fetched = len(storage.requests)
+        untrusted = regverify("image", f"{front.host}/{basic.healthy}", "--ca-cert",
+                              str(private_pem), "--retries", "0", "--verbose",
+                              env=_env(tmp_path, SSL_CERT_FILE=str(private_pem), **creds))
+    assert ok.code == 0, (ok.stderr, report(ok)["findings"])
+    assert fetched  # the blobs really came from the storage host, over its TLS
+    # The storage host's certificate failed: the message names it and says why; -v shows
+    # OpenSSL's own error.
+    assert untrusted.code == 3
+    assert f"TLS verification failed for {storage.host}: " in untrusted.stderr
+    assert "certificate" in untrusted.stderr.splitlines()[-1]
+    assert "SSLCertVerificationError" in untrusted.stderr
+
+
+def test_plain_http_server_on_a_tls_handshake_gets_plain_http_advice(
+    basic: Secured, tmp_path: Path
+) -> None:
+    ref = f"{basic.server.host}/{basic.healthy}"
+    runs = [regverify_in_process("image", ref, *extra, "--retries", "0", env=_env(tmp_path))
+            for extra in ((), ("--insecure",))]
+    for run in runs:
+        assert run.code == 3 and run.stderr.count("\n") == 1, run.stderr
+        assert "this server speaks plain HTTP: use --plain-http" in run.stderr
+        assert "--insecure" not in run.stderr
+        assert basic.server.host in run.stderr
+
+
+def test_an_http_url_means_plain_http_for_scan_and_image(basic: Secured, tmp_path: Path) -> None:
+    env = _env(tmp_path, REGVERIFY_USERNAME=USER, REGVERIFY_PASSWORD=PASSWORD)
+    host = basic.server.host
+    scan = regverify_in_process("scan", f"http://{host}", "--format", "json", env=env)
+    image = regverify_in_process("image", f"http://{host}/{basic.healthy}", "--format", "json",
+                                 env=env)
+    assert scan.code == 1 and image.code == 0, (scan.stderr, image.stderr)
+    assert {i["status"] for i in report(scan)["images"]} == {"ok", "broken"}
+    for command, target in (("scan", f"https://{host}"),
+                            ("image", f"https://{host}/{basic.healthy}")):
+        clash = regverify_in_process(command, target, "--plain-http", env=env)
+        assert clash.code == 2 and "https:// but --plain-http" in clash.stderr

@@ -160,6 +160,22 @@ def metrics_output(identity: Identity, textfile: Path | None, pushgateway: str |
                          job=push_job, max_broken_series=max_broken_series)
 
 
+def split_scheme(text: str, plain_http: bool) -> tuple[str, bool]:
+    """A registry or reference given as a URL: `http://` means `--plain-http`, `https://` TLS.
+
+    `scan`, `serve` and `image` read the scheme the same way, so `http://host:5000` never
+    quietly becomes an HTTPS connection.
+    """
+    lowered = text.strip().lower()
+    if lowered.startswith("http://"):
+        return text.strip()[len("http://"):], True
+    if lowered.startswith("https://"):
+        if plain_http:
+            raise UsageError(f"{text.strip()!r} says https:// but --plain-http says HTTP")
+        return text.strip()[len("https://"):], False
+    return text, plain_http
+
+
 def build_run_options(
     host: str,
     *,
@@ -237,6 +253,7 @@ def image_command(
 ) -> None:
     """Verify one image end to end: manifest, every index child, every config and layer."""
     try:
+        reference, plain_http = split_scheme(reference, plain_http)
         ref = parse_reference(reference)
         options = build_run_options(
             ref.api_host, plain_http=plain_http, insecure=insecure, ca_cert=ca_cert,
@@ -325,6 +342,7 @@ def scan_command(
 ) -> None:
     """Verify every image of a registry: catalog, tags, then the checks of `image` for each."""
     try:
+        registry, plain_http = split_scheme(registry, plain_http)
         host = parse_registry(registry)
         scan = build_scan_options(repo, exclude_repo, tag, exclude_tag, repos_from, no_catalog,
                                   shard, concurrency)
@@ -408,6 +426,7 @@ def serve_command(
     from verifier.exporter import Exporter, parse_duration, parse_listen, serve
 
     try:
+        registry, plain_http = split_scheme(registry, plain_http)
         host = parse_registry(registry)
         every = parse_duration(interval)
         address = parse_listen(listen)

@@ -239,19 +239,28 @@ def _content_range_total(value: str | None) -> int | None:
 
 
 def _ssl_error(exc: BaseException) -> ssl.SSLError | None:
-    """The `ssl.SSLError` behind a transport failure, if a TLS failure it was."""
+    """The `ssl.SSLError` behind a transport failure, if a TLS failure it was.
+
+    aiohttp wraps OpenSSL's error in its own (itself an `ssl.SSLError`, without OpenSSL's
+    `reason`): the innermost one, which says why, is preferred.
+    """
+    found: list[ssl.SSLError] = []
     seen: BaseException | None = exc
     visited: set[int] = set()
     while seen is not None and id(seen) not in visited:  # chains can loop
+        visited.add(id(seen))
         if isinstance(seen, ssl.SSLError):
-            return seen
+            found.append(seen)
         # aiohttp's certificate error keeps the ssl one as an attribute.
         inner = getattr(seen, "certificate_error", None)
         if isinstance(inner, ssl.SSLError):
-            return inner
-        visited.add(id(seen))
+            found.append(inner)
         seen = seen.__cause__ or seen.__context__
-    return None
+    for error in reversed(found):
+        if isinstance(getattr(error, "reason", None), str) or isinstance(
+                error, ssl.SSLCertVerificationError):
+            return error
+    return found[0] if found else None
 
 
 #: OpenSSL's reasons for "the bytes that came back are not TLS at all": what a plain-HTTP
