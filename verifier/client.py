@@ -14,10 +14,10 @@ import random
 import ssl
 import time
 from collections import Counter
-from http.cookiejar import CookieJar, DefaultCookiePolicy
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -371,7 +371,8 @@ class RegistryClient:
         # of the main pool is held by a request waiting for that token would never get one.
         self._token_client = httpx.AsyncClient(
             transport=transport or AiohttpTransport(context), timeout=timeout,
-            cookies=_no_cookies(), headers={"User-Agent": "regverify/0.1", "Accept-Encoding": "identity"},
+            cookies=_no_cookies(),
+            headers={"User-Agent": "regverify/0.1", "Accept-Encoding": "identity"},
         )
         self.auth = RegistryAuth(credentials, self._token_client, origin=self._base,
                                  exchanges=self.requests_by_code)
