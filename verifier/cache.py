@@ -2,8 +2,8 @@
 
 A manifest's body never changes under its digest, so a run that already holds it need not
 download it again. Its *presence* in a repository does change -- `garbage-collect
---delete-untagged` deletes the revision links of every child of a tagged index (issue 2,
-distribution#3324) -- so a cached manifest still costs one request per run: a HEAD by digest,
+--delete-untagged` deletes the revision links of every child of a tagged index
+(distribution#3324) -- so a cached manifest still costs one request per run: a HEAD by digest,
 which answers 404 exactly when a GET would, without the body. What the cache saves is the
 body's bytes and the client's hashing and parsing, not requests (docs/performance.md has the
 measurements).

@@ -1,8 +1,9 @@
 """The event loop every command runs on: uvloop where installed, asyncio's own otherwise.
 
 A scan is thousands of small exchanges, and the event loop's own work (readiness polling,
-callbacks, timers) is a share of the client's CPU per request: uvloop does it in C, a few
-percent less CPU per scan (issue 7; bench/scan_bench.py runs the scan on both loops).
+callbacks, timers) is a share of the client's CPU per request: uvloop does it in C
+(bench/scan_bench.py runs the scan on both loops; the difference it measured is within the
+run-to-run noise of a shared two-core machine).
 `REGVERIFY_EVENT_LOOP=asyncio` chooses the standard loop, for comparison or where uvloop
 misbehaves.
 """

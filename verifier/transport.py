@@ -70,7 +70,7 @@ class _ResponseStream(httpx.AsyncByteStream):
     async def __aiter__(self) -> AsyncIterator[bytes]:
         try:
             # iter_any: whatever the socket delivered, no re-chunking -- a body cut short must
-            # still hand over the bytes that did come (issue 2: "0 bytes received").
+            # still hand over the bytes that did come ("0 bytes received" must be true).
             async for chunk in self._response.content.iter_any():
                 yield chunk
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:

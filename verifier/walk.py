@@ -38,7 +38,7 @@ class BlobProbe(StrEnum):
     `range`: one ranged GET of the last byte. Its status, `Content-Range` total, the byte's
     arrival and `Docker-Content-Digest` answer everything a HEAD does, so it catches every
     defect class HEAD + range does, for one request instead of two (docs/performance.md).
-    `head+range`: HEAD first, then the ranged GET, as issue 2 first specified.
+    `head+range`: HEAD first, then the ranged GET, as the first versions did.
     """
 
     RANGE = "range"
