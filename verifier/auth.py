@@ -347,6 +347,15 @@ class RegistryAuth(httpx.Auth):
         self._tokens[scope] = _Token(value, self._now() + max(expires_in - 5, 1))
         return value
 
+    @property
+    def challenged(self) -> bool:
+        """True once the registry has asked for authentication (a token or Basic is in use).
+
+        Until then every request goes out bare, which is what the flow would send too: a
+        client may skip the flow and start it only when a 401 comes back.
+        """
+        return self._use_basic or bool(self._tokens)
+
     def _confined(self, url: httpx.URL) -> bool:
         """True when `url` is not the registry's origin: no credentials go there."""
         return self._origin is not None and _origin(url) != self._origin

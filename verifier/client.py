@@ -606,11 +606,25 @@ class RegistryClient:
 
     async def _send_authenticated(self, request: httpx.Request) -> httpx.Response:
         """Drive the registry's auth flow (an `httpx.Auth`): send, answer a challenge, resend."""
+        first: httpx.Response | None = None
+        if not self.auth.challenged:
+            # An open registry (or none of its challenges met yet): the flow would attach
+            # nothing, so it is started only if this answer is a challenge.
+            first = await self._exchange_once(request)
+            if first.status_code != 401:
+                return first
         flow = self.auth.async_auth_flow(request)
         try:
             request = await flow.__anext__()
+            if first is not None and "Authorization" in request.headers:
+                # Another request met the challenge meanwhile: send with what it got.
+                await discard(first)
+                first = None
             while True:
-                response = await self._exchange_once(request)
+                if first is not None:
+                    response, first = first, None
+                else:
+                    response = await self._exchange_once(request)
                 try:
                     next_request = await flow.asend(response)
                 except StopAsyncIteration:
