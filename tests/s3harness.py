@@ -364,10 +364,11 @@ class OciLayout:
         (self.path / "index.json").write_text(json.dumps(index))
 
     def image(self, repo: str, tag: str | None, *, platform: str = "linux/amd64",
-              layers: int = 2, seed: str = "") -> PushedImage:
+              layers: int = 2, layer_size: int = 2048, seed: str = "") -> PushedImage:
         """Add a single-platform OCI image with deterministic layers (not tagged in the layout)."""
         label = f"{seed}|{repo}|{tag}|{platform}"
-        layer_data = [make_layer(seed, repo, str(tag), platform, str(i)) for i in range(layers)]
+        layer_data = [make_layer(seed, repo, str(tag), platform, str(i), size=layer_size)
+                      for i in range(layers)]
         config_obj = {
             "created": "1970-01-01T00:00:00Z", **_platform_dict(platform),
             "config": {"Labels": {"org.regverify.test.seed": label}},
