@@ -95,9 +95,9 @@ def s3_registry(
 
     Its storage traffic goes through a recorder (``.recorder``); stopped after the test.
     """
-    from tests.s3harness import s3_registry
+    from tests.s3harness import start_s3_registry
 
-    with s3_registry(moto_s3, tmp_path / "registry", registry_bin=registry_bin) as s3:
+    with start_s3_registry(moto_s3, tmp_path / "registry", registry_bin=registry_bin) as s3:
         try:
             yield s3
         finally:

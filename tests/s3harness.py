@@ -33,6 +33,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 import boto3
+import botocore.config
 import httpx
 from httpx_aiohttp import AiohttpTransport
 
@@ -229,8 +230,10 @@ class StorageExchange:
 
     @property
     def presigned(self) -> bool:
-        """Whether the request came with a query-string signature, i.e. from a redirect."""
-        return "X-Amz-Signature" in parse_qs(self.request.query)
+        """Whether the request came with a query-string signature (SigV4 or V2), as a
+        client that followed the registry's redirect sends it."""
+        query = parse_qs(self.request.query)
+        return "X-Amz-Signature" in query or "Signature" in query
 
     def header(self, name: str) -> str | None:
         """The first value of a request header, or None."""
@@ -266,6 +269,14 @@ class S3RegistryServer(RegistryServer):
         # The registry inherits os.environ; it must not see AWS_CA_BUNDLE (see _without_aws_env).
         with _environ(_without_aws_env()):
             super()._start_once(timeout)
+
+    def garbage_collect(self, delete_untagged: bool = False, dry_run: bool = False, *,
+                        stop_server: bool = True,
+                        timeout: float = 300.0) -> subprocess.CompletedProcess[str]:
+        """``registry garbage-collect`` on the bucket (same AWS_* caveat as serving)."""
+        with _environ(_without_aws_env()):
+            return super().garbage_collect(delete_untagged, dry_run, stop_server=stop_server,
+                                           timeout=timeout)
 
     # -- object keys, mirroring tests/harness.py's storage paths ----------------------------------
 
@@ -317,6 +328,17 @@ class S3Registry:
             out.extend(obj["Key"] for obj in page.get("Contents", []))
         return out
 
+    def presigned_get_url(self, key: str, expires: int = 600) -> str:
+        """A presigned GET for `key` on the recorder's address, as the registry would sign it."""
+        signer = boto3.client(
+            "s3", endpoint_url=self.recorder.url, region_name=REGION,
+            aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY,
+            config=botocore.config.Config(signature_version="s3v4"),  # as the registry signs
+        )
+        url: str = signer.generate_presigned_url(
+            "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=expires)
+        return url
+
     def storage_blob_reads(self) -> list[StorageExchange]:
         """GETs and HEADs of blob `data` objects that reached storage through presigned URLs."""
         return [x for x in self.recorder.exchanges()
@@ -324,7 +346,7 @@ class S3Registry:
 
 
 @contextlib.contextmanager
-def s3_registry(moto: MotoS3, workdir: Path, *, registry_bin: str | None = None,
+def start_s3_registry(moto: MotoS3, workdir: Path, *, registry_bin: str | None = None,
                 htpasswd: Path | None = None, **kwargs: Any) -> Iterator[S3Registry]:
     """A started registry on a fresh bucket of `moto` behind a recorder; all stopped after."""
     bucket = moto.new_bucket()

@@ -29,8 +29,8 @@ from tests.s3harness import (
     blob_digests,
     push_image_with_skopeo,
     push_index_with_skopeo,
-    s3_registry,
     skopeo_push,
+    start_s3_registry,
 )
 
 pytestmark = [pytest.mark.registry, pytest.mark.skopeo]
@@ -142,8 +142,8 @@ def test_basic_auth_credentials_never_reach_storage(
 ) -> None:
     htpasswd = tmp_path / "htpasswd"
     htpasswd.write_text(HTPASSWD_LINE)
-    with s3_registry(moto_s3, tmp_path / "registry", registry_bin=registry_bin,
-                     htpasswd=htpasswd) as s3:
+    with start_s3_registry(moto_s3, tmp_path / "registry", registry_bin=registry_bin,
+                           htpasswd=htpasswd) as s3:
         assert httpx.get(f"{s3.registry.url}/v2/", trust_env=False).status_code == 401
         image = push_image_with_skopeo(s3.host, "private/app", "v1", tmp_path,
                                        creds=f"{USER}:{PASSWORD}")
@@ -156,14 +156,46 @@ def test_basic_auth_credentials_never_reach_storage(
         # The redirects were followed, so the check below is about requests that happened.
         assert_one_ranged_get_each(
             s3, Counter({s3.registry.blob_data_key(d): 1 for d in blob_digests(image)}))
-        secret = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
-        exchanges = s3.recorder.exchanges()
-        for x in exchanges:
-            if x.presigned:
-                assert x.header("authorization") is None, x.request
-            else:
-                # Only the registry's own requests carry Authorization: its SigV4 signature.
-                assert (x.header("authorization") or "").startswith("AWS4-HMAC-SHA256 "), \
-                    x.request
-            for name, value in x.request.headers:
-                assert secret not in value and PASSWORD not in value, (name, x.request)
+        assert_no_registry_credentials_at_storage(s3.recorder.exchanges())
+
+        # The reference client, given the same credentials, leaves storage just as clean.
+        s3.recorder.clear()
+        assert skopeo_copy_all(f"{s3.host}/private/app:v1", tmp_path / "pull",
+                               creds=f"{USER}:{PASSWORD}").ok
+        assert any(x.presigned for x in s3.recorder.exchanges())
+        assert_no_registry_credentials_at_storage(s3.recorder.exchanges())
+
+
+def assert_no_registry_credentials_at_storage(exchanges: list[StorageExchange]) -> None:
+    """No request at storage carries the registry's credentials or any non-SigV4 Authorization.
+
+    moto accepts a presigned URL whatever else the request carries (real S3 refuses a request
+    with two authentication mechanisms), so the headers themselves are what is checked.
+    """
+    secret = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+    for x in exchanges:
+        if x.presigned:
+            assert x.header("authorization") is None, x.request
+        else:
+            # Only the registry's own requests carry Authorization: its SigV4 signature.
+            assert (x.header("authorization") or "").startswith("AWS4-HMAC-SHA256 "), x.request
+        for name, value in x.request.headers:
+            assert secret not in value and PASSWORD not in value, (name, x.request)
+
+
+def test_the_storage_check_sees_a_credential_sent_with_a_presigned_url(
+    s3_registry: S3Registry,
+) -> None:
+    # The check above must be able to fail: a client that kept the registry's Basic header on
+    # the redirect would send exactly this, and moto would still answer 200.
+    s3 = s3_registry
+    key = s3.registry.blob_data_key("sha256:" + "ab" * 32)
+    s3.s3.put_object(Bucket=s3.bucket, Key=key, Body=b"x")
+    url = s3.presigned_get_url(key)
+    leaked = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+    s3.recorder.clear()
+    with httpx.Client(trust_env=False) as client:
+        assert client.get(url, headers={"Authorization": f"Basic {leaked}"}).status_code == 200
+    assert [x.presigned for x in s3.recorder.exchanges()] == [True]
+    with pytest.raises(AssertionError):
+        assert_no_registry_credentials_at_storage(s3.recorder.exchanges())
