@@ -199,3 +199,13 @@ def test_the_storage_check_sees_a_credential_sent_with_a_presigned_url(
     assert [x.presigned for x in s3.recorder.exchanges()] == [True]
     with pytest.raises(AssertionError):
         assert_no_registry_credentials_at_storage(s3.recorder.exchanges())
+
+
+def test_garbage_collect_runs_against_the_bucket(s3_registry: S3Registry, tmp_path: Path) -> None:
+    # The storage-mode tests compare their predictions with this very command on the bucket.
+    image = push_image_with_skopeo(s3_registry.host, "app/web", "v1", tmp_path)
+    gc = s3_registry.registry.garbage_collect(dry_run=True)
+    assert gc.returncode == 0, gc.stdout
+    marked = len(blob_digests(image)) + 1  # and the manifest
+    assert f"{marked} blobs marked, 0 blobs and 0 manifests eligible for deletion" in gc.stdout
+    assert s3_registry.registry.running
