@@ -37,7 +37,7 @@ import botocore.config
 import httpx
 from httpx_aiohttp import AiohttpTransport
 
-from tests.faultproxy import FaultProxy, Request
+from tests.faultproxy import FaultPlan, FaultProxy, Handler, Request
 from tests.harness import (
     _POLICY,
     IN_TOTO,
@@ -347,10 +347,16 @@ class S3Registry:
 
 @contextlib.contextmanager
 def start_s3_registry(moto: MotoS3, workdir: Path, *, registry_bin: str | None = None,
-                htpasswd: Path | None = None, **kwargs: Any) -> Iterator[S3Registry]:
-    """A started registry on a fresh bucket of `moto` behind a recorder; all stopped after."""
+                      htpasswd: Path | None = None, plan: FaultPlan | None = None,
+                      intercept: Handler | None = None, **kwargs: Any) -> Iterator[S3Registry]:
+    """A started registry on a fresh bucket of `moto` behind a recorder; all stopped after.
+
+    moto checks nothing of a presigned URL (signature, expiry, method, an extra Authorization
+    header): a storage refusal has to be made by the recorder, with a `FaultPlan` or an
+    `intercept` handler (tests/faultproxy.py). Other keyword arguments go to the registry.
+    """
     bucket = moto.new_bucket()
-    with StorageRecorder(moto.url) as recorder:
+    with StorageRecorder(moto.url, plan, intercept=intercept) as recorder:
         registry = S3RegistryServer(endpoint=recorder.url, bucket=bucket, workdir=workdir,
                                     registry_bin=registry_bin, htpasswd=htpasswd, **kwargs)
         registry.start()
