@@ -419,10 +419,11 @@ class OciLayout:
                            platform)
 
     def index(self, repo: str, tag: str, *,
-              platforms: Iterable[str] = ("linux/amd64", "linux/arm64"),
+              platforms: Iterable[str] = ("linux/amd64", "linux/arm64"), layers: int = 2,
               attestation: bool = True, seed: str = "") -> PushedIndex:
         """Add an OCI index of one image per platform (plus in-toto attestations), tagged."""
-        children = [self.image(repo, None, platform=p, seed=f"{seed}|{tag}") for p in platforms]
+        children = [self.image(repo, None, platform=p, layers=layers, seed=f"{seed}|{tag}")
+                    for p in platforms]
         attestations = [self._attestation(repo, c) for c in children] if attestation else []
         descriptors = [_descriptor(c.media_type, c.digest, c.size,
                                    platform=_platform_dict(c.platform or ""))
@@ -484,11 +485,11 @@ def push_image_with_skopeo(host: str, repo: str, tag: str, workdir: Path, *,
 
 
 def push_index_with_skopeo(host: str, repo: str, tag: str, workdir: Path, *,
-                           creds: str | None = None, seed: str = "",
+                           creds: str | None = None, seed: str = "", layers: int = 2,
                            attestation: bool = True) -> PushedIndex:
     """Build an OCI index (two platforms, attestations) and push it with skopeo."""
     layout = OciLayout(workdir / f"layout-{repo.replace('/', '_')}-{tag}")
-    index = layout.index(repo, tag, seed=seed, attestation=attestation)
+    index = layout.index(repo, tag, layers=layers, seed=seed, attestation=attestation)
     skopeo_push(layout.path, tag, f"{host}/{repo}:{tag}", creds=creds)
     return index
 

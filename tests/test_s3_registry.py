@@ -81,7 +81,8 @@ def test_healthy_images_scan_clean_with_one_ranged_get_per_repository_and_blob(
     # pull from one repository proves nothing about the other, so each is probed.
     for repo in ("app/web", "app/mirror"):
         skopeo_push(layout.path, "v1", f"{s3.host}/{repo}:v1")
-    index = push_index_with_skopeo(s3.host, "multi/tool", "latest", tmp_path, attestation=False)
+    index = push_index_with_skopeo(s3.host, "multi/tool", "latest", tmp_path, layers=1,
+                                   attestation=False)
     assert skopeo_copy_all(f"{s3.host}/multi/tool:latest", tmp_path / "pull").ok
 
     s3.recorder.clear()
