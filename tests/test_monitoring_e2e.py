@@ -1,0 +1,340 @@
+"""The operator's promise, end to end, with the real Prometheus, Alertmanager, Pushgateway and
+node_exporter on loopback: damage made on a real registry's disk reaches Alertmanager (and the
+on-call's webhook) as the alert the runbook names, through each way the metrics can travel.
+
+The rules are a copy of examples/prometheus/alerts.yml in which only durations differ (every
+`for:` is 2 s, the staleness threshold a few seconds), so every expression, label and annotation
+tested here is the shipped one. Prometheus scrapes and evaluates every second. Every wait polls an
+API against a deadline; every server is stopped when the test ends.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.harness import (
+    RegistryServer,
+    blob_data_path,
+    push_image,
+    push_index,
+    revision_link_path,
+)
+from tests.monitoring_stack import (
+    Alertmanager,
+    NodeExporter,
+    Prometheus,
+    Pushgateway,
+    ScrapeTarget,
+    Service,
+    Stack,
+    WebhookReceiver,
+    require_binary,
+    rules_with_durations,
+    wait_until,
+)
+from tests.tokenserver import TokenServer
+
+ROOT = Path(__file__).resolve().parent.parent
+ALERTS = ROOT / "examples" / "prometheus" / "alerts.yml"
+TEST_FOR = "2s"
+#: Alert deadline: scan + scrape + evaluation + `for:` + group_wait take a few seconds here;
+#: the margin is for a loaded two-core machine.
+ALERT_TIMEOUT = 40.0
+
+pytestmark = pytest.mark.registry
+
+
+# --- the probe ---------------------------------------------------------------------------------
+
+
+def regverify(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """The real CLI in a subprocess, never through an ambient proxy."""
+    return subprocess.run([sys.executable, "-m", "verifier", *args], capture_output=True,
+                          text=True, timeout=60, check=False,
+                          env={**os.environ, "NO_PROXY": "127.0.0.1", **(env or {})})
+
+
+class Serve(Service):
+    """`regverify serve` as a real process, scanning every second."""
+
+    name = "regverify-serve"
+    ready_path = "/healthz"
+
+    def __init__(self, workdir: Path, registry: str) -> None:
+        super().__init__(sys.executable, workdir)
+        self.registry = registry
+
+    def args(self) -> list[str]:
+        """Scan `registry` every second, over plain HTTP, without retries."""
+        return ["-m", "verifier", "serve", self.registry, "--plain-http", "--retries", "0",
+                "--interval", "1s", "--listen", self.address]
+
+
+@pytest.fixture
+def stack(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Stack]:
+    """An empty stack; whatever a test adds is stopped afterwards, logs shown on failure."""
+    for what in ("prometheus", "alertmanager", "pushgateway", "node_exporter"):
+        require_binary(what)
+    started = Stack(tmp_path / "stack")
+    try:
+        yield started
+    finally:
+        started.close()
+        request.node.add_report_section("teardown", "monitoring stack logs", started.diagnose())
+
+
+def start_alerting(stack: Stack, targets: list[ScrapeTarget], *,
+                   stale_after: int | None = None) -> tuple[Prometheus, Alertmanager]:
+    """Webhook, Alertmanager and a Prometheus evaluating the test copy of the shipped rules."""
+    stack.webhook = WebhookReceiver()
+    alertmanager = Alertmanager(require_binary("alertmanager"), stack.workdir / "alertmanager",
+                                stack.webhook)
+    stack.add(alertmanager)
+    rules = rules_with_durations(
+        ALERTS, stack.workdir / "alerts.yml", for_=TEST_FOR,
+        stale_after=[("RegistryIntegrityProbeStale", stale_after)] if stale_after else [])
+    prometheus = Prometheus(require_binary("prometheus"), stack.workdir / "prometheus", targets,
+                            rules, alertmanager)
+    stack.add(prometheus)
+    wait_until(prometheus.targets_up, ALERT_TIMEOUT, "every scrape target up", stack.diagnose)
+    return prometheus, alertmanager
+
+
+def rules_evaluated_since(prometheus: Prometheus, since: float) -> bool:
+    """True once every rule group was evaluated after `since` and every rule is healthy."""
+    groups = prometheus.api("rules")["groups"]
+    for group in groups:
+        for rule in group["rules"]:
+            assert rule.get("health") in ("ok", "unknown"), (rule["name"], rule.get("lastError"))
+    stamps = [group.get("lastEvaluation", "") for group in groups]
+    return bool(stamps) and all(_rfc3339(s) > since for s in stamps)
+
+
+def _rfc3339(stamp: str) -> float:
+    from datetime import datetime
+
+    # Prometheus gives nanoseconds; fromisoformat takes at most microseconds.
+    head, _, rest = stamp.partition(".")
+    fraction = "".join(c for c in rest if c.isdigit())[:6]
+    zone = rest[len("".join(c for c in rest if c.isdigit())):] or "Z"
+    text = f"{head}.{fraction or '0'}{zone}".replace("Z", "+00:00")
+    return datetime.fromisoformat(text).timestamp()
+
+
+def quiet_for(prometheus: Prometheus, alertmanager: Alertmanager, alertname: str,
+              healthy_since: float, seconds: float) -> None:
+    """Assert `alertname` neither fires nor is pending after the rules had `seconds` (longer
+    than `for:`) of healthy data to judge: were the data bad, it would be firing by now."""
+    wait_until(lambda: rules_evaluated_since(prometheus, healthy_since + seconds),
+               ALERT_TIMEOUT, f"rules evaluated {seconds:g}s past healthy data")
+    assert prometheus.query(f'ALERTS{{alertname="{alertname}"}}') == []
+    assert alertmanager.alerts(alertname) == []
+
+
+def await_alert(stack: Stack, alertmanager: Alertmanager, alertname: str,
+                match: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+    """Wait for an active `alertname` at Alertmanager that satisfies `match`; return it."""
+    def found() -> dict[str, Any] | None:
+        return next((a for a in alertmanager.alerts(alertname) if match(a)), None)
+
+    return wait_until(found, ALERT_TIMEOUT, f"{alertname} at Alertmanager", stack.diagnose)
+
+
+def await_notification(stack: Stack, alertname: str, status: str = "firing") -> float:
+    """Wait until the webhook received `alertname` with `status`; return its arrival time."""
+    assert stack.webhook is not None
+    webhook = stack.webhook
+    arrivals = wait_until(lambda: webhook.received(alertname, status), ALERT_TIMEOUT,
+                          f"a {status} {alertname} notification", stack.diagnose)
+    return arrivals[0][0]
+
+
+def report_timing(request: pytest.FixtureRequest, text: str) -> None:
+    """Shown with `pytest -rA`: measured times are reported, never asserted."""
+    request.node.add_report_section("call", "time to alert", text)
+    print(text)
+
+
+# --- 1. `regverify serve`, scraped --------------------------------------------------------------
+
+
+def test_serve_broken_layer_alerts_and_resolves(registry: RegistryServer, stack: Stack,
+                                                request: pytest.FixtureRequest) -> None:
+    web = push_image(registry, "app/web", "v1")
+    push_image(registry, "app/web", "v2")
+    push_image(registry, "team/api", "1.0", oci=False)
+    serve = Serve(stack.workdir / "serve", registry.host)
+    stack.add(serve)
+    prometheus, alertmanager = start_alerting(stack, [ScrapeTarget("regverify", serve.address)])
+    selector = f'{{registry="{registry.host}",mode="scan"}}'
+
+    # Healthy: the scans are scraped, the rules judge them, nothing fires.
+    wait_until(lambda: prometheus.query(f"regverify_images_checked{selector} == 3"),
+               ALERT_TIMEOUT, "a healthy scan scraped", stack.diagnose)
+    healthy_since = time.time()
+    assert prometheus.query(f"regverify_images_broken{selector} > 0") == []
+    quiet_for(prometheus, alertmanager, "RegistryImageIntegrityFailure", healthy_since, 4)
+
+    # A layer's data disappears from disk (the registry still advertises the blob).
+    layer = blob_data_path(registry.v2, web.layers[0].digest)
+    saved = layer.read_bytes()
+    damaged_at = time.time()
+    layer.unlink()
+
+    alert = await_alert(stack, alertmanager, "RegistryImageIntegrityFailure",
+                        lambda a: a["labels"].get("registry") == registry.host)
+    at_alertmanager = time.time()
+    notified = await_notification(stack, "RegistryImageIntegrityFailure")
+    labels, notes = alert["labels"], alert["annotations"]
+    assert labels["severity"] == "critical"
+    assert "app/web:v1" in notes["description"]
+    assert "app/web:v2" not in notes["description"] and "team/api" not in notes["description"]
+    assert f"regverify image {registry.host}/app/web:v1" in notes["action"]
+    assert notes["runbook_url"].endswith("#registryimageintegrityfailure")
+    report_timing(request, (
+        f"serve path: damage -> Alertmanager {at_alertmanager - damaged_at:.1f}s, "
+        f"-> webhook {notified - damaged_at:.1f}s (scan every 1s, scrape and evaluation 1s, "
+        f"for: {TEST_FOR}, group_wait {alertmanager.group_wait})"))
+
+    # Repaired: the next scan is clean, the alert resolves, the on-call is told.
+    repaired_at = time.time()
+    layer.write_bytes(saved)
+    wait_until(lambda: not alertmanager.alerts("RegistryImageIntegrityFailure"), ALERT_TIMEOUT,
+               "the alert to resolve", stack.diagnose)
+    resolved = await_notification(stack, "RegistryImageIntegrityFailure", "resolved")
+    report_timing(request, f"serve path: repair -> resolved notification "
+                           f"{resolved - repaired_at:.1f}s")
+
+
+# --- 2. the CronJob path: `scan --pushgateway`, the probe stops ---------------------------------
+
+
+def test_pushgateway_probe_stops_and_goes_stale(registry: RegistryServer, stack: Stack) -> None:
+    push_image(registry, "app/web", "v1")
+    gateway = Pushgateway(require_binary("pushgateway"), stack.workdir / "pushgateway")
+    stack.add(gateway)
+    # honor_labels: the pushed registry/mode labels win over the scrape's job/instance.
+    prometheus, alertmanager = start_alerting(
+        stack, [ScrapeTarget("pushgateway", gateway.address, honor_labels=True)], stale_after=6)
+
+    selector = f'{{registry="{registry.host}",mode="scan"}}'
+    # The probe runs like a CronJob would, a few times, each run a fresh process.
+    for _ in range(3):
+        run = regverify("scan", registry.host, "--plain-http", "--retries", "0",
+                        "--pushgateway", gateway.url, "--format", "json")
+        assert run.returncode == 0, run.stderr
+        stamp = time.time()
+        wait_until(lambda: prometheus.query(
+            f"regverify_last_run_timestamp_seconds{selector} > {stamp - 60}"),
+            ALERT_TIMEOUT, "the pushed run scraped", stack.diagnose)
+        assert prometheus.query(f"regverify_images_checked{selector}")[0]["value"][1] == "1"
+    assert alertmanager.alerts("RegistryIntegrityProbeStale") == []
+    assert prometheus.query('ALERTS{alertname="RegistryIntegrityProbeStale"}') == []
+
+    # The probe stops: its last metrics stay in the Pushgateway and age.
+    stopped_at = time.time()
+    alert = await_alert(stack, alertmanager, "RegistryIntegrityProbeStale",
+                        lambda a: a["labels"].get("registry") == registry.host)
+    assert time.time() - stopped_at >= 6  # not before the (test) threshold has passed
+    assert alert["labels"]["mode"] == "scan"
+    assert f"regverify scan {registry.host}" in alert["annotations"]["action"]
+    assert alert["annotations"]["runbook_url"].endswith("#registryintegrityprobestale")
+    # Nothing else is wrong with the registry.
+    assert alertmanager.alerts("RegistryImageIntegrityFailure") == []
+    assert alertmanager.alerts("RegistryCatalogInaccessible") == []
+
+
+# --- 3. the catalog refused to the probe's credentials ------------------------------------------
+
+
+class NoCatalogTokens(TokenServer):
+    """A token server that grants pull on repositories but never `registry:catalog:*`: the
+    usual misconfiguration of a probe account."""
+
+    def make_token(self, subject: str, scopes: tuple[str, ...]) -> str:
+        """The token, minus any catalog scope."""
+        return super().make_token(
+            subject, tuple(s for s in scopes if not s.startswith("registry:catalog:")))
+
+
+def test_refused_catalog_alerts(registry_bin: str, stack: Stack, tmp_path: Path) -> None:
+    # Content first, pushed without auth; then the same storage behind the token server.
+    workdir = tmp_path / "registry"
+    with RegistryServer(workdir=workdir, registry_bin=registry_bin) as open_registry:
+        push_image(open_registry, "app/web", "v1")
+    tokens = NoCatalogTokens(tmp_path / "tokens", users={"probe": "probe-secret"})
+    tokens.start()
+    server = RegistryServer(workdir=workdir, registry_bin=registry_bin,
+                            extra_config=tokens.registry_config())
+    try:
+        server.start()
+        gateway = Pushgateway(require_binary("pushgateway"), stack.workdir / "pushgateway")
+        stack.add(gateway)
+        _, alertmanager = start_alerting(
+            stack, [ScrapeTarget("pushgateway", gateway.address, honor_labels=True)])
+
+        # The probe's credentials are good for pulling, but the catalog is refused to them.
+        with httpx.Client(trust_env=False) as client:
+            token = tokens.make_token("probe", ("registry:catalog:*",))
+            refused = client.get(f"{server.url}/v2/_catalog",
+                                 headers={"Authorization": f"Bearer {token}"})
+        assert refused.status_code == 401
+        run = regverify("scan", server.host, "--plain-http", "--retries", "0",
+                        "--pushgateway", gateway.url, "--format", "json",
+                        env={"REGVERIFY_USERNAME": "probe", "REGVERIFY_PASSWORD": "probe-secret"})
+        assert run.returncode == 3, (run.stdout, run.stderr)
+        assert "catalog" in run.stdout
+
+        alert = await_alert(stack, alertmanager, "RegistryCatalogInaccessible",
+                            lambda a: a["labels"].get("registry") == server.host)
+        assert alert["labels"]["mode"] == "scan"
+        assert server.host in alert["annotations"]["summary"]
+        assert f"regverify scan {server.host}" in alert["annotations"]["action"]
+        assert alert["annotations"]["runbook_url"].endswith("#registrycataloginaccessible")
+        assert alertmanager.alerts("RegistryImageIntegrityFailure") == []
+    finally:
+        server.stop()
+        tokens.stop()
+
+
+# --- 4. `fs scan --textfile` through node_exporter -----------------------------------------------
+
+
+def test_fs_scan_textfile_orphan_index_child_alerts(registry: RegistryServer,
+                                                    stack: Stack) -> None:
+    push_image(registry, "app/web", "v1")
+    index = push_index(registry, "multi/tool", "latest")
+    node = NodeExporter(require_binary("node_exporter"), stack.workdir / "node_exporter")
+    stack.add(node)
+    prometheus, alertmanager = start_alerting(stack, [ScrapeTarget("node", node.address)])
+    textfile = node.textfile_dir / "regverify-fs.prom"
+    storage = str(registry.root)
+    selector = f'{{registry="{storage}",mode="fs-scan"}}'
+
+    clean = regverify("fs", "scan", storage, "--textfile", str(textfile), "--format", "json")
+    assert clean.returncode == 0, clean.stderr
+    wait_until(lambda: prometheus.query(f"regverify_fs_orphan_index_children{selector} == 0"),
+               ALERT_TIMEOUT, "the clean fs scan scraped", stack.diagnose)
+    quiet_for(prometheus, alertmanager, "RegistryStorageDamage", time.time(), 4)
+
+    # What `garbage-collect --delete-untagged` does to a tagged index: the child's revision
+    # link goes, the index still answers 200.
+    revision_link_path(registry.v2, "multi/tool", index.children[0].digest).unlink()
+    damaged = regverify("fs", "scan", storage, "--textfile", str(textfile), "--format", "json")
+    assert damaged.returncode == 1, damaged.stderr
+    alert = await_alert(stack, alertmanager, "RegistryStorageDamage",
+                        lambda a: a["labels"].get("registry") == storage)
+    notes = alert["annotations"]
+    assert storage in notes["summary"]
+    assert f"regverify fs scan {storage}" in notes["action"]
+    assert notes["runbook_url"].endswith("#registrystoragedamage")
+
