@@ -3,8 +3,8 @@
 Each server runs as its own process on a free 127.0.0.1 port with its storage and config in a
 test's temporary folder, is polled until ready, and is stopped (SIGTERM, then SIGKILL) by
 `Stack.close()`. Intervals are short (scrape and rule evaluation every second) so an alert goes
-from damage to Alertmanager in seconds; `rules_with_durations` makes the copy of the shipped alert rules
-that changes nothing but their durations.
+from damage to Alertmanager in seconds; `rules_with_durations` makes the copy of the shipped
+alert rules that changes nothing but their durations.
 
 A missing binary fails the test, like a missing registry binary does, unless
 $REGVERIFY_ALLOW_SKIP=1 asks for a skip.
@@ -222,7 +222,8 @@ class WebhookReceiver:
                                        kwargs={"poll_interval": 0.1}, daemon=True)
         self.thread.start()
 
-    def received(self, alertname: str, status: str = "firing") -> list[tuple[float, dict[str, Any]]]:
+    def received(self, alertname: str,
+                 status: str = "firing") -> list[tuple[float, dict[str, Any]]]:
         """(arrival time, alert) of every notified alert with this name and status."""
         with self._lock:
             return [(n.received_at, alert) for n in self.notifications

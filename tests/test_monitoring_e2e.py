@@ -10,7 +10,9 @@ API against a deadline; every server is stopped when the test ends.
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -20,6 +22,8 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.harness import (
     RegistryServer,
@@ -37,10 +41,12 @@ from tests.monitoring_stack import (
     Service,
     Stack,
     WebhookReceiver,
+    http,
     require_binary,
     rules_with_durations,
     wait_until,
 )
+from tests.promtool import check_expressions, metric_names
 from tests.tokenserver import TokenServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -228,14 +234,15 @@ def test_pushgateway_probe_stops_and_goes_stale(registry: RegistryServer, stack:
 
     selector = f'{{registry="{registry.host}",mode="scan"}}'
     # The probe runs like a CronJob would, a few times, each run a fresh process.
+    last_run = 0.0
     for _ in range(3):
         run = regverify("scan", registry.host, "--plain-http", "--retries", "0",
                         "--pushgateway", gateway.url, "--format", "json")
         assert run.returncode == 0, run.stderr
-        stamp = time.time()
-        wait_until(lambda: prometheus.query(
-            f"regverify_last_run_timestamp_seconds{selector} > {stamp - 60}"),
-            ALERT_TIMEOUT, "the pushed run scraped", stack.diagnose)
+        newer = f"regverify_last_run_timestamp_seconds{selector} > {last_run}"
+        [sample] = wait_until(lambda q=newer: prometheus.query(q), ALERT_TIMEOUT,
+                              "the pushed run scraped", stack.diagnose)
+        last_run = float(sample["value"][1])
         assert prometheus.query(f"regverify_images_checked{selector}")[0]["value"][1] == "1"
     assert alertmanager.alerts("RegistryIntegrityProbeStale") == []
     assert prometheus.query('ALERTS{alertname="RegistryIntegrityProbeStale"}') == []
@@ -338,3 +345,113 @@ def test_fs_scan_textfile_orphan_index_child_alerts(registry: RegistryServer,
     assert f"regverify fs scan {storage}" in notes["action"]
     assert notes["runbook_url"].endswith("#registrystoragedamage")
 
+
+
+# --- every metric the rules, the dashboard, the examples and the docs name is emitted -----------
+
+DASHBOARD = ROOT / "examples" / "grafana" / "regverify-dashboard.json"
+#: Texts that name metrics: an alert, panel or sentence about a metric no command emits is wrong.
+NAMING_METRICS = [
+    ALERTS, ALERTS.with_name("alerts.test.yml"), DASHBOARD, ROOT / "README.md",
+    *sorted((ROOT / "examples" / "kubernetes").glob("*.yaml")),
+    *sorted((ROOT / "examples" / "systemd").glob("regverify*")),
+    *sorted((ROOT / "docs").glob("*.md")),
+]
+#: Grafana's own variables, replaced by something of the same type before parsing.
+GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$__interval": "1m", "$__range": "1h"}
+_METRIC_WORD = re.compile(r"\bregverify_[a-z0-9_]*[a-z0-9]\b(?![*_])")
+
+
+def emitted_names(text: str) -> set[str]:
+    """Sample names of an exposition text (counters with their `_total`)."""
+    return {sample.name for family in text_string_to_metric_families(text)
+            for sample in family.samples}
+
+
+@pytest.fixture
+def real_run_names(registry: RegistryServer, tmp_path: Path) -> set[str]:
+    """Every metric `scan`, `image`, `fs scan` and `serve` emit on a damaged registry."""
+    web = push_image(registry, "app/web", "v1")
+    push_image(registry, "app/web", "v2")
+    index = push_index(registry, "multi/tool", "latest")
+    blob_data_path(registry.v2, web.layers[0].digest).unlink()
+    revision_link_path(registry.v2, "multi/tool", index.children[0].digest).unlink()
+    registry.restart()
+    names: set[str] = set()
+    scan = regverify("scan", registry.host, "--plain-http", "--retries", "0", "--format",
+                     "prometheus")
+    image = regverify("image", f"{registry.host}/app/web:v1", "--plain-http", "--retries", "0",
+                      "--format", "prometheus")
+    textfile = tmp_path / "fs.prom"
+    fs = regverify("fs", "scan", str(registry.root), "--textfile", str(textfile))
+    assert (scan.returncode, image.returncode, fs.returncode) == (1, 1, 1), (scan.stderr,
+                                                                            fs.stderr)
+    names |= emitted_names(scan.stdout) | emitted_names(image.stdout)
+    names |= emitted_names(textfile.read_text())
+    serve = Serve(tmp_path / "serve", registry.host)
+    try:
+        serve.start()
+        with http() as client:
+            metrics = wait_until(
+                lambda: (lambda t: t if "regverify_last_run_timestamp_seconds" in t else None)(
+                    client.get(f"{serve.url}/metrics").text),
+                ALERT_TIMEOUT, "the exporter's first scan", serve.log_tail)
+    finally:
+        serve.stop()
+    names |= emitted_names(metrics)
+    return names
+
+
+def dashboard_expressions() -> dict[str, str]:
+    """refId-qualified PromQL of every panel target and query variable of the dashboard."""
+    model = json.loads(DASHBOARD.read_text())
+    found: dict[str, str] = {}
+    for panel in model["panels"]:
+        for target in panel.get("targets", []):
+            found[f"panel{panel['id']}_{target['refId']}"] = target["expr"]
+    for variable in model["templating"]["list"]:
+        if variable["type"] == "query":
+            query = variable["query"]["query"] if isinstance(variable["query"], dict) \
+                else variable["query"]
+            # label_values(SELECTOR, LABEL): the selector is PromQL.
+            match = re.fullmatch(r"label_values\((.+),\s*\w+\)", query)
+            assert match, f"variable {variable['name']}: unexpected query {query!r}"
+            found[f"variable_{variable['name']}"] = match.group(1)
+    for name, expr in found.items():
+        for variable, value in GRAFANA_VARIABLES.items():
+            expr = expr.replace(variable, value)
+        found[name] = expr
+    return found
+
+
+def test_every_metric_named_anywhere_is_emitted(real_run_names: set[str],
+                                                tmp_path: Path) -> None:
+    # The alert rules: each expression reads at least one metric, and only emitted ones.
+    document = yaml.safe_load(ALERTS.read_text())
+    rules = {rule["alert"]: rule["expr"] for group in document["groups"]
+             for rule in group["rules"]}
+    for alert, expr in rules.items():
+        read = metric_names(expr)
+        assert read, f"{alert}: no metric found in {expr!r}"
+        assert read <= real_run_names, f"{alert} reads {sorted(read - real_run_names)}"
+
+    # The dashboard: every expression parses (promtool) and reads only emitted metrics, and
+    # together they cover what an operator looks at.
+    expressions = dashboard_expressions()
+    check_expressions({k.replace("-", "_"): v for k, v in expressions.items()}, tmp_path)
+    read_by_dashboard: set[str] = set()
+    for name, expr in expressions.items():
+        read = metric_names(expr)
+        assert read, f"dashboard {name}: no metric found in {expr!r}"
+        assert read <= real_run_names, f"dashboard {name} reads {sorted(read - real_run_names)}"
+        read_by_dashboard |= read
+    assert {"regverify_images_checked", "regverify_images_broken", "regverify_defects",
+            "regverify_last_success_timestamp_seconds", "regverify_requests_total",
+            "regverify_run_duration_seconds", "regverify_image_broken"} <= read_by_dashboard
+
+    # Every metric-looking word in the rules (annotation templates included), their tests,
+    # the dashboard, the Kubernetes and systemd examples and the docs.
+    for path in NAMING_METRICS:
+        words = set(_METRIC_WORD.findall(path.read_text()))
+        unknown = words - real_run_names
+        assert not unknown, f"{path.relative_to(ROOT)} names {sorted(unknown)}"

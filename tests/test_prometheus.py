@@ -27,7 +27,7 @@ from tests.harness import (
     push_index,
     revision_link_path,
 )
-from tests.promtool import check_metrics
+from tests.promtool import check_metrics, metric_names
 from verifier.findings import Finding, ImageResult, ImageStatus, Kind, Report, Severity
 from verifier.metrics_output import MetricsOutput, PushgatewayError, TextfileError, redact_url
 from verifier.reporters import Format, reporter_for
@@ -506,3 +506,29 @@ def test_unwritable_textfile_is_exit_2(registry: RegistryServer, tmp_path: Path)
     run = regverify("image", f"{registry.host}/app/web:v1", "--plain-http", "--textfile",
                     str(blocker / "x.prom"))
     assert run.returncode == 2 and "cannot write --textfile" in run.stderr
+
+
+# --- the PromQL metric-name extraction the example checks rely on ------------------------------
+
+
+@pytest.mark.parametrize(("expr", "names"), [
+    ('sum by (registry) (regverify_images_broken{mode="scan"}) > 0',
+     {"regverify_images_broken"}),
+    ("time() - max by (registry, mode, shard) (regverify_last_run_timestamp_seconds"
+     '{mode=~"scan|fs-scan"}) > 1800', {"regverify_last_run_timestamp_seconds"}),
+    ('absent(regverify_last_run_timestamp_seconds{mode=~"scan|fs-scan"})',
+     {"regverify_last_run_timestamp_seconds"}),
+    ("max by (registry) (a) + on (registry) group_left (kind) max without (mode) (b) > bool 0",
+     {"a", "b"}),
+    ('sum by (code) (rate(regverify_requests_total{registry=~"x|y"}[5m] offset 1h))',
+     {"regverify_requests_total"}),
+    ('{__name__="from_matcher", job="x"} or count(plain) unless topk(3, other)',
+     {"from_matcher", "plain", "other"}),
+])
+def test_metric_names_of_promql(expr: str, names: set[str]) -> None:
+    assert metric_names(expr) == names
+
+
+def test_metric_names_rejects_what_is_not_promql() -> None:
+    with pytest.raises(ValueError, match="cannot tokenize"):
+        metric_names("up; DROP TABLE metrics")
