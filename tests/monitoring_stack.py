@@ -21,7 +21,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -239,21 +239,27 @@ class WebhookReceiver:
 
 
 class Alertmanager(Service):
-    """Alertmanager without clustering; one route to the webhook, grouping by alert name."""
+    """Alertmanager without clustering, routing as examples/prometheus/alertmanager.yml does.
+
+    The example's routing and receiver are kept; only its durations are shortened and its
+    webhook points at the test's `WebhookReceiver`.
+    """
 
     name = "alertmanager"
 
-    def __init__(self, binary: str, workdir: Path, webhook: WebhookReceiver,
-                 group_wait: str = "1s") -> None:
+    def __init__(self, binary: str, workdir: Path, example: Path,
+                 webhook: WebhookReceiver, group_wait: str = "1s") -> None:
         super().__init__(binary, workdir)
         self.group_wait = group_wait
-        config = {
-            "route": {"receiver": "oncall", "group_by": ["alertname", "registry"],
-                      "group_wait": group_wait, "group_interval": "1s",
-                      "repeat_interval": "1h"},
-            "receivers": [{"name": "oncall", "webhook_configs": [
-                {"url": webhook.url, "send_resolved": True}]}],
-        }
+        config = yaml.safe_load(example.read_text())
+        route = config["route"]
+        self.shipped_group_wait = str(route.get("group_wait", "30s"))
+        route.update(group_wait=group_wait, group_interval="1s", repeat_interval="1h")
+        hooks = [hook for receiver in config["receivers"]
+                 for hook in receiver.get("webhook_configs", [])]
+        assert hooks, f"{example}: no webhook receiver to point at the test's"
+        for hook in hooks:
+            hook["url"] = webhook.url
         self.config_path = workdir / "alertmanager.yml"
         self.config_path.write_text(yaml.safe_dump(config))
 
@@ -271,38 +277,34 @@ class Alertmanager(Service):
         return [a for a in response.json() if a.get("status", {}).get("state") == "active"]
 
 
-@dataclass(frozen=True)
-class ScrapeTarget:
-    """A scrape job of the test Prometheus."""
-
-    job: str
-    address: str
-    honor_labels: bool = False
-    metrics_path: str = "/metrics"
-
-
 class Prometheus(Service):
-    """Prometheus scraping `targets` and evaluating `rules`, alerting `alertmanager`."""
+    """Prometheus configured as examples/prometheus/prometheus.yml, with test intervals.
+
+    `targets` maps job names of the example to the test's addresses; only those jobs are kept.
+    Intervals become `INTERVAL`, the rule file and the Alertmanager are the test's; every
+    other setting (honor_labels included) is the example's.
+    """
 
     name = "prometheus"
 
-    def __init__(self, binary: str, workdir: Path, targets: Sequence[ScrapeTarget],
+    def __init__(self, binary: str, workdir: Path, example: Path, targets: dict[str, str],
                  rules: Path | None, alertmanager: Alertmanager | None) -> None:
         super().__init__(binary, workdir)
-        config: dict[str, Any] = {
-            "global": {"scrape_interval": INTERVAL, "evaluation_interval": INTERVAL,
-                       "scrape_timeout": INTERVAL},
-            "scrape_configs": [
-                {"job_name": t.job, "honor_labels": t.honor_labels,
-                 "metrics_path": t.metrics_path, "static_configs": [{"targets": [t.address]}]}
-                for t in targets
-            ],
-        }
-        if rules is not None:
-            config["rule_files"] = [str(rules)]
+        config = yaml.safe_load(example.read_text())
+        config["global"].update(scrape_interval=INTERVAL, evaluation_interval=INTERVAL,
+                                scrape_timeout=INTERVAL)
+        jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+        assert set(targets) <= set(jobs), f"{example} has no job {sorted(set(targets) - set(jobs))}"
+        config["scrape_configs"] = [
+            {**jobs[name], "static_configs": [{"targets": [address]}]}
+            for name, address in targets.items()
+        ]
+        config["rule_files"] = [str(rules)] if rules is not None else []
         if alertmanager is not None:
             config["alerting"] = {"alertmanagers": [
                 {"static_configs": [{"targets": [alertmanager.address]}]}]}
+        else:
+            config.pop("alerting", None)
         self.config_path = workdir / "prometheus.yml"
         self.config_path.write_text(yaml.safe_dump(config))
 
@@ -332,11 +334,6 @@ class Prometheus(Service):
         """True once every scrape target has been scraped successfully."""
         active = self.api("targets")["activeTargets"]
         return bool(active) and all(t.get("health") == "up" for t in active)
-
-    def rule_health(self) -> list[tuple[str, str, str]]:
-        """(name, health, last error) of every loaded rule."""
-        return [(r["name"], r.get("health", ""), r.get("lastError", ""))
-                for group in self.api("rules")["groups"] for r in group["rules"]]
 
 
 @dataclass

@@ -37,7 +37,6 @@ from tests.monitoring_stack import (
     NodeExporter,
     Prometheus,
     Pushgateway,
-    ScrapeTarget,
     Service,
     Stack,
     WebhookReceiver,
@@ -50,7 +49,8 @@ from tests.promtool import check_expressions, metric_names
 from tests.tokenserver import TokenServer
 
 ROOT = Path(__file__).resolve().parent.parent
-ALERTS = ROOT / "examples" / "prometheus" / "alerts.yml"
+EXAMPLES = ROOT / "examples" / "prometheus"
+ALERTS = EXAMPLES / "alerts.yml"
 TEST_FOR = "2s"
 #: Alert deadline: scan + scrape + evaluation + `for:` + group_wait take a few seconds here;
 #: the margin is for a loaded two-core machine.
@@ -98,18 +98,19 @@ def stack(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Stack]:
         request.node.add_report_section("teardown", "monitoring stack logs", started.diagnose())
 
 
-def start_alerting(stack: Stack, targets: list[ScrapeTarget], *,
+def start_alerting(stack: Stack, targets: dict[str, str], *,
                    stale_after: int | None = None) -> tuple[Prometheus, Alertmanager]:
-    """Webhook, Alertmanager and a Prometheus evaluating the test copy of the shipped rules."""
+    """Webhook, Alertmanager and Prometheus as the examples configure them, with test
+    durations, evaluating the test copy of the shipped rules; `targets`: job -> address."""
     stack.webhook = WebhookReceiver()
     alertmanager = Alertmanager(require_binary("alertmanager"), stack.workdir / "alertmanager",
-                                stack.webhook)
+                                EXAMPLES / "alertmanager.yml", stack.webhook)
     stack.add(alertmanager)
     rules = rules_with_durations(
         ALERTS, stack.workdir / "alerts.yml", for_=TEST_FOR,
         stale_after=[("RegistryIntegrityProbeStale", stale_after)] if stale_after else [])
-    prometheus = Prometheus(require_binary("prometheus"), stack.workdir / "prometheus", targets,
-                            rules, alertmanager)
+    prometheus = Prometheus(require_binary("prometheus"), stack.workdir / "prometheus",
+                            EXAMPLES / "prometheus.yml", targets, rules, alertmanager)
     stack.add(prometheus)
     wait_until(prometheus.targets_up, ALERT_TIMEOUT, "every scrape target up", stack.diagnose)
     return prometheus, alertmanager
@@ -180,7 +181,7 @@ def test_serve_broken_layer_alerts_and_resolves(registry: RegistryServer, stack:
     push_image(registry, "team/api", "1.0", oci=False)
     serve = Serve(stack.workdir / "serve", registry.host)
     stack.add(serve)
-    prometheus, alertmanager = start_alerting(stack, [ScrapeTarget("regverify", serve.address)])
+    prometheus, alertmanager = start_alerting(stack, {"regverify": serve.address})
     selector = f'{{registry="{registry.host}",mode="scan"}}'
 
     # Healthy: the scans are scraped, the rules judge them, nothing fires.
@@ -228,9 +229,9 @@ def test_pushgateway_probe_stops_and_goes_stale(registry: RegistryServer, stack:
     push_image(registry, "app/web", "v1")
     gateway = Pushgateway(require_binary("pushgateway"), stack.workdir / "pushgateway")
     stack.add(gateway)
-    # honor_labels: the pushed registry/mode labels win over the scrape's job/instance.
+    # The example's job scrapes with honor_labels: the pushed registry/mode labels stay.
     prometheus, alertmanager = start_alerting(
-        stack, [ScrapeTarget("pushgateway", gateway.address, honor_labels=True)], stale_after=6)
+        stack, {"pushgateway": gateway.address}, stale_after=6)
 
     selector = f'{{registry="{registry.host}",mode="scan"}}'
     # The probe runs like a CronJob would, a few times, each run a fresh process.
@@ -243,6 +244,8 @@ def test_pushgateway_probe_stops_and_goes_stale(registry: RegistryServer, stack:
         [sample] = wait_until(lambda q=newer: prometheus.query(q), ALERT_TIMEOUT,
                               "the pushed run scraped", stack.diagnose)
         last_run = float(sample["value"][1])
+        # honor_labels: the pushing job's name, not the Pushgateway's scrape job.
+        assert sample["metric"]["job"] == "regverify" and "exported_job" not in sample["metric"]
         assert prometheus.query(f"regverify_images_checked{selector}")[0]["value"][1] == "1"
     assert alertmanager.alerts("RegistryIntegrityProbeStale") == []
     assert prometheus.query('ALERTS{alertname="RegistryIntegrityProbeStale"}') == []
@@ -287,7 +290,7 @@ def test_refused_catalog_alerts(registry_bin: str, stack: Stack, tmp_path: Path)
         gateway = Pushgateway(require_binary("pushgateway"), stack.workdir / "pushgateway")
         stack.add(gateway)
         _, alertmanager = start_alerting(
-            stack, [ScrapeTarget("pushgateway", gateway.address, honor_labels=True)])
+            stack, {"pushgateway": gateway.address})
 
         # The probe's credentials are good for pulling, but the catalog is refused to them.
         with httpx.Client(trust_env=False) as client:
@@ -322,7 +325,7 @@ def test_fs_scan_textfile_orphan_index_child_alerts(registry: RegistryServer,
     index = push_index(registry, "multi/tool", "latest")
     node = NodeExporter(require_binary("node_exporter"), stack.workdir / "node_exporter")
     stack.add(node)
-    prometheus, alertmanager = start_alerting(stack, [ScrapeTarget("node", node.address)])
+    prometheus, alertmanager = start_alerting(stack, {"node": node.address})
     textfile = node.textfile_dir / "regverify-fs.prom"
     storage = str(registry.root)
     selector = f'{{registry="{storage}",mode="fs-scan"}}'
