@@ -164,8 +164,9 @@ class Pushgateway(Service):
     name = "pushgateway"
 
     def args(self) -> list[str]:
-        """Listen on loopback only."""
-        return [f"--web.listen-address={self.address}"]
+        """Loopback only, memory only: Debian's build persists to a shared file by default,
+        which would carry one test's groups into the next."""
+        return [f"--web.listen-address={self.address}", "--persistence.file="]
 
 
 class NodeExporter(Service):
