@@ -345,6 +345,8 @@ def test_fs_scan_textfile_orphan_index_child_alerts(registry: RegistryServer,
                         lambda a: a["labels"].get("registry") == storage)
     notes = alert["annotations"]
     assert storage in notes["summary"]
+    assert "multi/tool (orphan_index_child)" in notes["description"]
+    assert "app/web" not in notes["description"]
     assert f"regverify fs scan {storage}" in notes["action"]
     assert notes["runbook_url"].endswith("#registrystoragedamage")
 
@@ -450,7 +452,8 @@ def test_every_metric_named_anywhere_is_emitted(real_run_names: set[str],
         read_by_dashboard |= read
     assert {"regverify_images_checked", "regverify_images_broken", "regverify_defects",
             "regverify_last_success_timestamp_seconds", "regverify_requests_total",
-            "regverify_run_duration_seconds", "regverify_image_broken"} <= read_by_dashboard
+            "regverify_run_duration_seconds", "regverify_image_broken",
+            "regverify_fs_repository_defects"} <= read_by_dashboard
 
     # Every metric-looking word in the rules (annotation templates included), their tests,
     # the dashboard, the Kubernetes and systemd examples and the docs.

@@ -207,7 +207,30 @@ def test_fs_report_has_fs_metrics_and_no_image_metrics() -> None:
     ident = {"registry": "/var/lib/docker-registry", "mode": "fs-scan"}
     assert value(text, "regverify_fs_orphan_layer_links", **ident) == 3
     assert value(text, "regverify_fs_orphan_index_children", **ident) == 1
+    # Where: one series per damaged repository and kind; the repaired one is not there.
+    assert {(lab["repository"], lab["kind"]): v
+            for lab, v in samples(text)["regverify_fs_repository_defects"]} == {
+        ("r0", "orphan_layer_link"): 1, ("r1", "orphan_layer_link"): 1,
+        ("r2", "orphan_layer_link"): 1, ("multi", "orphan_index_child"): 1}
+    assert value(text, "regverify_fs_repository_defects_truncated", **ident) == 0
     check_metrics(text)
+
+
+def test_fs_repository_defects_are_counted_sorted_and_capped() -> None:
+    report = Report(mode="fs-scan", target="/srv/registry", started_at=10.0,
+                    duration_seconds=1.0)
+    for repository in ("b", "a", "b", "c"):
+        report.add(Finding(Kind.ORPHAN_LAYER_LINK, Severity.ERROR, "data gone", repository))
+    report.add(Finding(Kind.DANGLING_TAG, Severity.ERROR, "tag gone", "a"))
+    families = {f.name: f for f in report_families(report, max_broken_series=2)}
+    listed = [(s.labels["repository"], s.labels["kind"], s.value)
+              for s in families["regverify_fs_repository_defects"].samples]
+    assert listed == [("a", "dangling_tag", 1), ("a", "orphan_layer_link", 1)]
+    [truncated] = families["regverify_fs_repository_defects_truncated"].samples
+    assert truncated.value == 2  # (b, orphan_layer_link) x2 counted once, and (c, ...)
+    [uncapped] = [f for f in report_families(report) if f.name == "regverify_fs_repository_defects"]
+    whole = {(s.labels["repository"], s.labels["kind"]): s.value for s in uncapped.samples}
+    assert whole[("b", "orphan_layer_link")] == 2
 
 
 def test_shard_is_an_identity_label() -> None:
