@@ -10,7 +10,9 @@ API against a deadline; every server is stopped when the test ends.
 
 from __future__ import annotations
 
+import configparser
 import json
+import math
 import os
 import re
 import subprocess
@@ -33,6 +35,7 @@ from tests.harness import (
     revision_link_path,
 )
 from tests.monitoring_stack import (
+    INTERVAL,
     Alertmanager,
     NodeExporter,
     Prometheus,
@@ -43,10 +46,12 @@ from tests.monitoring_stack import (
     http,
     require_binary,
     rules_with_durations,
+    shipped_durations,
     wait_until,
 )
 from tests.promtool import check_expressions, metric_names
 from tests.tokenserver import TokenServer
+from verifier.exporter import parse_duration
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples" / "prometheus"
@@ -207,10 +212,14 @@ def test_serve_broken_layer_alerts_and_resolves(registry: RegistryServer, stack:
     assert "app/web:v2" not in notes["description"] and "team/api" not in notes["description"]
     assert f"regverify image {registry.host}/app/web:v1" in notes["action"]
     assert notes["runbook_url"].endswith("#registryimageintegrityfailure")
+    # The same worst case as docs/monitoring.md computes for the shipped durations.
+    bound = sum(parse_duration(d) for d in ("1s", INTERVAL, INTERVAL, TEST_FOR,
+                                            alertmanager.group_wait))
     report_timing(request, (
         f"serve path: damage -> Alertmanager {at_alertmanager - damaged_at:.1f}s, "
-        f"-> webhook {notified - damaged_at:.1f}s (scan every 1s, scrape and evaluation 1s, "
-        f"for: {TEST_FOR}, group_wait {alertmanager.group_wait})"))
+        f"-> webhook {notified - damaged_at:.1f}s; worst case {bound:g}s + one scan (scan "
+        f"every 1s, scrape and evaluation {INTERVAL}, for: {TEST_FOR}, group_wait "
+        f"{alertmanager.group_wait})"))
 
     # Repaired: the next scan is clean, the alert resolves, the on-call is told.
     repaired_at = time.time()
@@ -461,3 +470,71 @@ def test_every_metric_named_anywhere_is_emitted(real_run_names: set[str],
         words = set(_METRIC_WORD.findall(path.read_text()))
         unknown = words - real_run_names
         assert not unknown, f"{path.relative_to(ROOT)} names {sorted(unknown)}"
+
+
+# --- time to alert with the examples as shipped ---------------------------------------------------
+
+KUBERNETES = ROOT / "examples" / "kubernetes"
+SYSTEMD = ROOT / "examples" / "systemd"
+
+
+def _every_minutes(schedule: str) -> float:
+    """Seconds between runs of a `*/N * * * *` cron schedule (the only form the examples use)."""
+    match = re.fullmatch(r"\*/(\d+) \* \* \* \*", schedule)
+    assert match, f"unexpected schedule {schedule!r}"
+    return int(match.group(1)) * 60.0
+
+
+def shipped_time_to_alert() -> dict[str, dict[str, float]]:
+    """Worst case, per delivery path, of each step from damage to the on-call's notification,
+    in seconds, read from the example files (scan duration and pod start not included)."""
+    documents = {p.name: [d for d in yaml.safe_load_all(p.read_text()) if d]
+                 for p in KUBERNETES.glob("*.yaml")}
+    [deployment, _, monitor] = documents["serve.yaml"]
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    serve_interval = parse_duration(args[args.index("--interval") + 1])
+    [cronjob] = documents["cronjob-pushgateway.yaml"]
+    timer = configparser.ConfigParser(interpolation=None)
+    timer.read_string((SYSTEMD / "regverify-fs-scan.timer").read_text())
+    on_calendar = re.fullmatch(r"\*:0/(\d+)", timer["Timer"]["OnCalendar"])
+    assert on_calendar, timer["Timer"]["OnCalendar"]
+    fs_interval = int(on_calendar.group(1)) * 60 + parse_duration(
+        timer["Timer"]["RandomizedDelaySec"])
+
+    config = yaml.safe_load((EXAMPLES / "prometheus.yml").read_text())
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    default_scrape = config["global"]["scrape_interval"]
+    evaluation = parse_duration(config["global"]["evaluation_interval"])
+    fors = shipped_durations(ALERTS)
+    group_wait = parse_duration(
+        yaml.safe_load((EXAMPLES / "alertmanager.yml").read_text())["route"]["group_wait"])
+
+    def path(scan: float, scrape: str, alert: str) -> dict[str, float]:
+        return {"scan interval": scan, "scrape interval": parse_duration(scrape),
+                "rule evaluation": evaluation, "for": parse_duration(fors[alert]),
+                "group_wait": group_wait}
+
+    return {
+        "serve (ServiceMonitor)": path(serve_interval, monitor["spec"]["endpoints"][0]["interval"],
+                                       "RegistryImageIntegrityFailure"),
+        "CronJob + Pushgateway": path(
+            _every_minutes(cronjob["spec"]["schedule"]),
+            jobs["pushgateway"].get("scrape_interval", default_scrape),
+            "RegistryImageIntegrityFailure"),
+        "systemd fs scan + node_exporter": path(
+            fs_interval, jobs["node"].get("scrape_interval", default_scrape),
+            "RegistryStorageDamage"),
+    }
+
+
+def test_documented_time_to_alert_is_computed_from_the_examples() -> None:
+    paths = {name: sum(steps.values()) for name, steps in shipped_time_to_alert().items()}
+    image_minutes = math.ceil(max(paths["serve (ServiceMonitor)"],
+                                  paths["CronJob + Pushgateway"]) / 60)
+    storage_minutes = math.ceil(paths["systemd fs scan + node_exporter"] / 60)
+    doc = " ".join((ROOT / "docs" / "monitoring.md").read_text().split())
+    assert (f"an image that breaks is reported within {image_minutes} minutes with the "
+            f"examples as shipped") in doc
+    assert f"storage damage within {storage_minutes} minutes" in doc
+    for name, seconds in paths.items():
+        assert f"| {name} | {seconds / 60:g} min |" in doc, name
