@@ -133,8 +133,12 @@ class Service:
     def start(self) -> None:
         """Start the process and poll its readiness endpoint (bounded)."""
         with open(self.log_path, "ab") as log:
+            # No ambient proxy may stand between loopback servers (Go and Python both honour
+            # HTTP_PROXY for anything not in NO_PROXY).
+            env = {**os.environ, "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1"}
             self.proc = subprocess.Popen([self.binary, *self.args()], stdin=subprocess.DEVNULL,
-                                         stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir)
+                                         stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir,
+                                         env=env)
 
         def ready() -> bool:
             assert self.proc is not None
