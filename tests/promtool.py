@@ -100,6 +100,25 @@ def metric_names(expr: str) -> set[str]:
     return names
 
 
+def label_names(expr: str) -> set[str]:
+    """Every label name a PromQL expression matches on or aggregates by."""
+    tokens = promql_tokens(expr)
+    labels: set[str] = set()
+    braces = 0
+    for i, (kind, text) in enumerate(tokens):
+        following = tokens[i + 1][1] if i + 1 < len(tokens) else ""
+        if text == "{":
+            braces += 1
+        elif text == "}":
+            braces -= 1
+        elif braces and kind == "ident" and following in ("=", "!=", "=~", "!~"):
+            labels.add(text)
+        elif kind == "ident" and text.lower() in _LABEL_LISTS and following == "(":
+            end = tokens.index(("punct", ")"), i)
+            labels |= {t for k, t in tokens[i + 2:end] if k == "ident"}
+    return labels - {"__name__"}
+
+
 def check_expressions(expressions: dict[str, str], workdir: Path) -> None:
     """Assert promtool parses every expression (as recording rules: `promtool check rules`)."""
     import yaml

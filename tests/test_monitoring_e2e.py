@@ -49,7 +49,7 @@ from tests.monitoring_stack import (
     shipped_durations,
     wait_until,
 )
-from tests.promtool import check_expressions, metric_names
+from tests.promtool import check_expressions, label_names, metric_names
 from tests.tokenserver import TokenServer
 from verifier.exporter import parse_duration
 
@@ -377,14 +377,22 @@ _METRIC_WORD = re.compile(r"\bregverify_[a-z0-9_]*[a-z0-9]\b(?![*_])")
 
 
 def emitted_names(text: str) -> set[str]:
-    """Sample names of an exposition text (counters with their `_total`)."""
-    return {sample.name for family in text_string_to_metric_families(text)
-            for sample in family.samples}
+    """Sample names of an exposition text (counters with their `_total`), and `label:NAME` for
+    each label name on them."""
+    samples = [sample for family in text_string_to_metric_families(text)
+               for sample in family.samples]
+    return ({sample.name for sample in samples}
+            | {f"label:{label}" for sample in samples for label in sample.labels})
+
+
+#: Labels Prometheus itself adds to every scraped series, and the one Alertmanager groups by.
+SCRAPE_LABELS = {"label:job", "label:instance", "label:alertname"}
 
 
 @pytest.fixture
 def real_run_names(registry: RegistryServer, tmp_path: Path) -> set[str]:
-    """Every metric `scan`, `image`, `fs scan` and `serve` emit on a damaged registry."""
+    """Every metric (and `label:NAME`) `scan`, `image`, `fs scan` and `serve` emit on a damaged
+    registry."""
     web = push_image(registry, "app/web", "v1")
     push_image(registry, "app/web", "v2")
     index = push_index(registry, "multi/tool", "latest")
@@ -394,13 +402,18 @@ def real_run_names(registry: RegistryServer, tmp_path: Path) -> set[str]:
     names: set[str] = set()
     scan = regverify("scan", registry.host, "--plain-http", "--retries", "0", "--format",
                      "prometheus")
+    # A sharded scan carries `shard`, which the staleness alert keeps apart.
+    shard = regverify("scan", registry.host, "--plain-http", "--retries", "0", "--shard", "0/2",
+                      "--format", "prometheus")
     image = regverify("image", f"{registry.host}/app/web:v1", "--plain-http", "--retries", "0",
                       "--format", "prometheus")
     textfile = tmp_path / "fs.prom"
     fs = regverify("fs", "scan", str(registry.root), "--textfile", str(textfile))
     assert (scan.returncode, image.returncode, fs.returncode) == (1, 1, 1), (scan.stderr,
                                                                             fs.stderr)
+    assert shard.returncode in (0, 1), shard.stderr
     names |= emitted_names(scan.stdout) | emitted_names(image.stdout)
+    names |= emitted_names(shard.stdout)
     names |= emitted_names(textfile.read_text())
     serve = Serve(tmp_path / "serve", registry.host)
     try:
@@ -444,10 +457,11 @@ def test_every_metric_named_anywhere_is_emitted(real_run_names: set[str],
     document = yaml.safe_load(ALERTS.read_text())
     rules = {rule["alert"]: rule["expr"] for group in document["groups"]
              for rule in group["rules"]}
+    known = real_run_names | SCRAPE_LABELS
     for alert, expr in rules.items():
-        read = metric_names(expr)
-        assert read, f"{alert}: no metric found in {expr!r}"
-        assert read <= real_run_names, f"{alert} reads {sorted(read - real_run_names)}"
+        read = metric_names(expr) | {f"label:{label}" for label in label_names(expr)}
+        assert metric_names(expr), f"{alert}: no metric found in {expr!r}"
+        assert read <= known, f"{alert} reads {sorted(read - known)}"
 
     # The dashboard: every expression parses (promtool) and reads only emitted metrics, and
     # together they cover what an operator looks at.
@@ -457,12 +471,20 @@ def test_every_metric_named_anywhere_is_emitted(real_run_names: set[str],
     for name, expr in expressions.items():
         read = metric_names(expr)
         assert read, f"dashboard {name}: no metric found in {expr!r}"
-        assert read <= real_run_names, f"dashboard {name} reads {sorted(read - real_run_names)}"
+        read |= {f"label:{label}" for label in label_names(expr)}
+        assert read <= known, f"dashboard {name} reads {sorted(read - known)}"
         read_by_dashboard |= read
     assert {"regverify_images_checked", "regverify_images_broken", "regverify_defects",
             "regverify_last_success_timestamp_seconds", "regverify_requests_total",
             "regverify_run_duration_seconds", "regverify_image_broken",
             "regverify_fs_repository_defects"} <= read_by_dashboard
+
+    # The labels the alerts are routed by and their annotations print exist.
+    routing = yaml.safe_load((EXAMPLES / "alertmanager.yml").read_text())["route"]["group_by"]
+    templated = re.findall(r"\$labels\.(\w+)|\.Labels\.(\w+)", ALERTS.read_text())
+    printed = {name for pair in templated for name in pair if name}
+    assert {"registry", "repository", "tag", "kind"} <= printed
+    assert {f"label:{label}" for label in [*routing, *printed]} <= known
 
     # Every metric-looking word in the rules (annotation templates included), their tests,
     # the dashboard, the Kubernetes and systemd examples and the docs.

@@ -27,7 +27,7 @@ from tests.harness import (
     push_index,
     revision_link_path,
 )
-from tests.promtool import check_metrics, metric_names
+from tests.promtool import check_metrics, label_names, metric_names
 from verifier.findings import Finding, ImageResult, ImageStatus, Kind, Report, Severity
 from verifier.metrics_output import MetricsOutput, PushgatewayError, TextfileError, redact_url
 from verifier.reporters import Format, reporter_for
@@ -555,3 +555,11 @@ def test_metric_names_of_promql(expr: str, names: set[str]) -> None:
 def test_metric_names_rejects_what_is_not_promql() -> None:
     with pytest.raises(ValueError, match="cannot tokenize"):
         metric_names("up; DROP TABLE metrics")
+
+
+def test_label_names_of_promql() -> None:
+    assert label_names(
+        'max by (registry, mode) (a{mode=~"scan|fs-scan", __name__!="x"}) + on (registry) '
+        'group_left (kind) sum without (shard) (b{code!="200"})'
+    ) == {"registry", "mode", "kind", "shard", "code"}
+
