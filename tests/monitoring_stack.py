@@ -43,6 +43,7 @@ T = TypeVar("T")
 BINARIES: dict[str, tuple[tuple[str, ...], str]] = {
     "prometheus": (("prometheus",), "prometheus"),
     "alertmanager": (("prometheus-alertmanager", "alertmanager"), "prometheus-alertmanager"),
+    "amtool": (("amtool",), "prometheus-alertmanager"),
     "pushgateway": (("prometheus-pushgateway", "pushgateway"), "prometheus-pushgateway"),
     "node_exporter": (("prometheus-node-exporter", "node_exporter"),
                       "prometheus-node-exporter"),

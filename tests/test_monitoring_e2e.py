@@ -51,7 +51,7 @@ from tests.monitoring_stack import (
     shipped_durations,
     wait_until,
 )
-from tests.promtool import check_expressions, label_names, metric_names
+from tests.promtool import check_expressions, label_names, metric_names, run_promtool
 from tests.tokenserver import TokenServer
 from verifier.exporter import parse_duration
 
@@ -564,3 +564,14 @@ def test_documented_time_to_alert_is_computed_from_the_examples() -> None:
     assert f"storage damage within {storage_minutes} minutes" in doc
     for name, seconds in paths.items():
         assert f"| {name} | {seconds / 60:g} min |" in doc, name
+
+
+def test_example_configs_pass_the_upstream_checkers() -> None:
+    prometheus = run_promtool("check", "config", str(EXAMPLES / "prometheus.yml"))
+    assert prometheus.returncode == 0, prometheus.stdout
+    assert "SUCCESS: 5 rules found" in prometheus.stdout  # alerts.yml, found from the config
+    amtool = require_binary("amtool")
+    alertmanager = subprocess.run([amtool, "check-config", str(EXAMPLES / "alertmanager.yml")],
+                                  capture_output=True, text=True, timeout=60, check=False)
+    assert alertmanager.returncode == 0, alertmanager.stdout + alertmanager.stderr
+    assert "SUCCESS" in alertmanager.stdout
