@@ -220,6 +220,10 @@ def test_serve_broken_layer_alerts_and_resolves(registry: RegistryServer, stack:
         f"{alertmanager.group_wait})"))
     # The reference client agrees: the image the alert names cannot be pulled.
     assert not skopeo_copy_all(f"{registry.host}/app/web:v1", tmp_path / "pull-broken").ok
+    # The dashboard, queried against this Prometheus, shows it too.
+    shown = dashboard_on(prometheus)
+    assert {(row["metric"]["repository"], row["metric"]["tag"])
+            for row in shown[BROKEN_IMAGES_PANEL]} == {("app/web", "v1")}
 
     # Repaired: the next scan is clean, the alert resolves, the on-call is told.
     repaired_at = time.time()
@@ -455,6 +459,25 @@ def dashboard_expressions() -> dict[str, str]:
     return found
 
 
+#: The dashboard target listing each broken image (panel "Broken images", query A).
+BROKEN_IMAGES_PANEL = "panel7_A"
+BROKEN_IMAGES_PANEL_INDEX = 6
+
+
+def dashboard_on(prometheus: Prometheus) -> dict[str, list[dict[str, Any]]]:
+    """Every dashboard expression evaluated by the real Prometheus, with `$registry` = all.
+
+    Each must evaluate; each over the metrics of a scan must return data (the series of an
+    fs run, and the counts of what a cap left out, may rightly be absent here)."""
+    results: dict[str, list[dict[str, Any]]] = {}
+    for name, expr in dashboard_expressions().items():
+        results[name] = prometheus.query(expr.replace("$registry", ".*"))
+        optional = any(m.startswith("regverify_fs_") or m.endswith("_truncated")
+                       for m in metric_names(expr))
+        assert results[name] or optional, f"dashboard {name} shows nothing: {expr}"
+    return results
+
+
 def test_every_metric_named_anywhere_is_emitted(real_run_names: set[str],
                                                 tmp_path: Path) -> None:
     # The alert rules: each expression reads at least one metric, and only emitted ones.
@@ -575,3 +598,20 @@ def test_example_configs_pass_the_upstream_checkers() -> None:
                                   capture_output=True, text=True, timeout=60, check=False)
     assert alertmanager.returncode == 0, alertmanager.stdout + alertmanager.stderr
     assert "SUCCESS" in alertmanager.stdout
+
+
+def test_dashboard_model_is_well_formed() -> None:
+    model = json.loads(DASHBOARD.read_text())
+    ids = [panel["id"] for panel in model["panels"]]
+    assert len(ids) == len(set(ids))
+    assert model["panels"][BROKEN_IMAGES_PANEL_INDEX]["title"] == "Broken images"
+    variables = {v["name"] for v in model["templating"]["list"]}
+    assert {"datasource", "registry"} <= variables
+    for panel in model["panels"]:
+        refs = [t["refId"] for t in panel["targets"]]
+        assert refs and len(refs) == len(set(refs)), panel["title"]
+        # Every query goes to the chosen data source and honours the registry filter.
+        for target in panel["targets"]:
+            assert target["datasource"]["uid"] == "${datasource}", panel["title"]
+            assert 'registry=~"$registry"' in target["expr"], panel["title"]
+        assert {"x", "y", "w", "h"} <= set(panel["gridPos"]), panel["title"]
