@@ -615,3 +615,24 @@ def test_dashboard_model_is_well_formed() -> None:
             assert target["datasource"]["uid"] == "${datasource}", panel["title"]
             assert 'registry=~"$registry"' in target["expr"], panel["title"]
         assert {"x", "y", "w", "h"} <= set(panel["gridPos"]), panel["title"]
+
+
+def test_the_test_rules_differ_from_the_shipped_ones_only_in_durations(tmp_path: Path) -> None:
+    copy = rules_with_durations(ALERTS, tmp_path / "alerts.yml", for_=TEST_FOR,
+                                stale_after=[("RegistryIntegrityProbeStale", 6)])
+    shipped = yaml.safe_load(ALERTS.read_text())["groups"]
+    tested = yaml.safe_load(copy.read_text())["groups"]
+    assert len(shipped) == len(tested)
+    for ours, theirs in zip(shipped, tested, strict=True):
+        assert len(ours["rules"]) == len(theirs["rules"])
+        for original, changed in zip(ours["rules"], theirs["rules"], strict=True):
+            assert changed["for"] == TEST_FOR
+            expr = original["expr"].strip()
+            if original["alert"] == "RegistryIntegrityProbeStale":
+                assert expr.endswith("> 1800") and changed["expr"] == expr[:-4] + "6"
+            else:
+                assert changed["expr"] == expr
+            rest = {k: v for k, v in original.items() if k not in ("for", "expr")}
+            assert rest == {k: v for k, v in changed.items() if k not in ("for", "expr")}
+    # The copy is still valid rules.
+    assert run_promtool("check", "rules", str(copy)).returncode == 0
