@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 _OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+#: Blob data is read as distribution reads it: a symlinked ``data`` file is followed.
+_FOLLOW_FLAGS = _OPEN_FLAGS & ~os.O_NOFOLLOW
 CHUNK = 1024 * 1024
 
 
@@ -57,10 +59,13 @@ def read_link_file(path: str, limit: int = 128) -> bytes | ReadFailure:
         os.close(fd)
 
 
-def read_regular_file(path: str, limit: int) -> bytes | ReadFailure:
-    """The whole content of a regular file of at most `limit` bytes (a manifest's blob data)."""
+def read_regular_file(path: str, limit: int, *, follow: bool = False) -> bytes | ReadFailure:
+    """The whole content of a regular file of at most `limit` bytes (a manifest's blob data).
+
+    `follow` follows a symlink at the last component (blob data, as distribution does).
+    """
     try:
-        fd = os.open(path, _OPEN_FLAGS)
+        fd = os.open(path, _FOLLOW_FLAGS if follow else _OPEN_FLAGS)
     except OSError as exc:
         return _failure(exc)
     try:
@@ -86,10 +91,12 @@ def read_regular_file(path: str, limit: int) -> bytes | ReadFailure:
         os.close(fd)
 
 
-def sha256_file(path: str, on_bytes: Callable[[int], None] | None = None) -> str | ReadFailure:
+def sha256_file(
+    path: str, on_bytes: Callable[[int], None] | None = None, *, follow: bool = False
+) -> str | ReadFailure:
     """Hex sha256 of a regular file, streamed in 1 MiB chunks (bounded memory)."""
     try:
-        fd = os.open(path, _OPEN_FLAGS)
+        fd = os.open(path, _FOLLOW_FLAGS if follow else _OPEN_FLAGS)
     except OSError as exc:
         return _failure(exc)
     try:
