@@ -261,13 +261,21 @@ def fix_command(
 def restore_command(
     run_dir: Annotated[
         Path,
-        typer.Argument(help="A quarantine run folder (holds journal.jsonl).", show_default=False),
+        typer.Argument(
+            help="The --quarantine folder of fs fix (every run in it, newest first) or one "
+            "run folder in it (holds journal.jsonl).",
+            show_default=False,
+        ),
     ],
+    run: Annotated[
+        str | None,
+        typer.Option("--run", help="Only this run folder of the quarantine folder (its name)."),
+    ] = None,
     fmt: FormatOpt = Format.HUMAN,
     output: OutputOpt = None,
     verbose: Verbose = False,
 ) -> None:
-    """Put back everything one `fs fix` run moved or created, from its journal."""
+    """Put back everything `fs fix` moved or created, from its journals; says how many."""
     from verifier.storage.repair import restore_quarantine
 
-    _run(lambda: restore_quarantine(run_dir), fmt, output, verbose)
+    _run(lambda: restore_quarantine(run_dir, run), fmt, output, verbose)
