@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import errno
 import fcntl
 import hashlib
 import json
@@ -45,16 +44,17 @@ from verifier.manifest import (
 )
 from verifier.storage.defaults import DEFAULT_MAX_ORPHAN_SHARE
 from verifier.storage.fsio import (
+    TMP_SUFFIX,
     ReadFailure,
     SourceChanged,
     fsync_dir,
     move_preserving,
     read_link_file,
-    TMP_SUFFIX,
     read_regular_file,
     rename_noreplace,
     same_file_state,
 )
+from verifier.storage.images import rebuild_steps
 from verifier.storage.layout import (
     V2_PARTS,
     Digest,
@@ -71,7 +71,6 @@ from verifier.storage.layout import (
     revision_link_path,
     safe_relpath,
 )
-from verifier.storage.images import rebuild_steps
 from verifier.storage.scan import (
     BlobStoreState,
     OrphanChild,
@@ -885,7 +884,9 @@ def find_runs(directory: Path, run: str | None = None) -> list[Path]:
     if run is not None:
         runs = [r for r in runs if r.name == run]
         if not runs:
-            raise UsageError(f"--run {run}: no such run folder with a {JOURNAL_NAME} in {directory}")
+            raise UsageError(
+                f"--run {run}: no such run folder with a {JOURNAL_NAME} in {directory}"
+            )
     if not runs:
         raise UsageError(
             f"{directory}: no {JOURNAL_NAME} here nor in any folder in it "

@@ -29,6 +29,7 @@ from verifier.manifest import (
     sha256_digest,
 )
 from verifier.storage.fsio import FailReason, ReadFailure, read_link_file, read_regular_file
+from verifier.storage.fsio import sha256_file as _sha256_file
 from verifier.storage.images import (
     RELINK_STEP,
     Needs,
@@ -36,7 +37,6 @@ from verifier.storage.images import (
     rebuild_steps,
     tags_text,
 )
-from verifier.storage.fsio import sha256_file as _sha256_file
 from verifier.storage.layout import (
     ALGORITHM,
     REPO_INTERNAL_DIRS,
