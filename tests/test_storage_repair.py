@@ -730,3 +730,47 @@ def test_real_relink_child_deleted_by_digest(registry: RegistryServer, tmp_path:
     assert http_kinds(http_verify(registry, "app/multi:v1")) == {
         ("manifest_missing", arm64.digest, 404)
     }
+
+
+# --- next to a live registry ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("push", ["blob-upload", "link-rewrite"])
+def test_link_touched_during_its_move_is_put_back(
+    store: SyntheticStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, push: str
+) -> None:
+    """A push lands between the last re-check and the move: the link goes back, unchanged."""
+    import verifier.storage.repair as repair_mod
+
+    healthy(store)
+    img = store.image("app/web", None)
+    data = store.data_path(img.layers[0])
+    content = data.read_bytes()
+    data.unlink()
+    link = store.layer_link("app/web", img.layers[0])
+    real_move = repair_mod._move_file
+
+    def move_while_pushing(src: Path, dst: Path) -> None:
+        if src == link.resolve():
+            if push == "blob-upload":  # distribution writes the data, then the link
+                data.write_bytes(content)
+            else:  # the registry opened the link before our rename and writes it after
+                fd = os.open(src, os.O_WRONLY | os.O_TRUNC)
+                real_move(src, dst)
+                os.write(fd, img.layers[0].encode())
+                os.close(fd)
+                os.utime(dst, ns=(1, 2))  # mtime moves on every write; make it visible
+                return
+        real_move(src, dst)
+
+    monkeypatch.setattr(repair_mod, "_move_file", move_while_pushing)
+    report = fix(store, tmp_path)
+    assert link.read_bytes() == img.layers[0].encode()
+    [f] = [f for f in report.findings if f.kind is Kind.ORPHAN_LAYER_LINK]
+    assert f.details["repaired"] is False
+    assert "during the move" in f.details["skipped"]
+    records, _ = read_journal(run_dir(tmp_path) / JOURNAL_NAME)
+    assert records[-1]["result"] == "put-back"
+    assert not list((run_dir(tmp_path) / "tree").rglob("link"))
+    restore = restore_quarantine(run_dir(tmp_path))
+    assert restore.exit_code is ExitCode.CLEAN and restore.counters["not_needed"] == 1
