@@ -774,3 +774,71 @@ def test_link_touched_during_its_move_is_put_back(
     assert not list((run_dir(tmp_path) / "tree").rglob("link"))
     restore = restore_quarantine(run_dir(tmp_path))
     assert restore.exit_code is ExitCode.CLEAN and restore.counters["not_needed"] == 1
+
+
+# --- relink layers ----------------------------------------------------------------------------
+
+
+def test_relink_layers(store: SyntheticStore, tmp_path: Path) -> None:
+    healthy(store)
+    img = store.image("app/web", "v1")
+    link = store.layer_link("app/web", img.layers[1])
+    shutil.rmtree(link.parent)
+    before = snapshot(store.root)
+
+    report = fix(store, tmp_path)  # without the flag: reported, not touched
+    [f] = report.defects
+    assert f.kind is Kind.LAYER_LINK_MISSING
+    assert f.details["action"] == "relinkable: rerun fs fix with --relink-layers"
+    assert not link.exists()
+
+    report = fix(store, tmp_path, relink_layers=True)
+    assert report.exit_code is ExitCode.CLEAN
+    assert report.counters["relinked_layers"] == 1
+    assert link.read_bytes() == img.layers[1].encode()
+    assert scan_storage(detect_layout(store.root)).report.findings == []
+
+    restore = restore_quarantine(Path(report.extra["quarantine"]))
+    assert restore.counters["links_removed"] == 1
+    after = snapshot(store.root)
+    after.pop(LOCK_NAME)
+    assert after == before
+
+
+def test_relink_layers_rechecks_the_data(
+    store: SyntheticStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    healthy(store)
+    img = store.image("app/web", "v1")
+    os.unlink(store.layer_link("app/web", img.layers[1]))
+    real_scan = scan_storage
+
+    def scan_then_delete(layout: StorageLayout, *args: object) -> ScanResult:
+        result = real_scan(layout, *args)  # type: ignore[arg-type]
+        store.data_path(img.layers[1]).unlink()
+        return result
+
+    monkeypatch.setattr("verifier.storage.repair.scan_storage", scan_then_delete)
+    report = fix(store, tmp_path, relink_layers=True)
+    assert not store.layer_link("app/web", img.layers[1]).exists()
+    [f] = report.defects
+    assert "blob data is gone" in f.details["error"]
+
+
+@pytest.mark.registry
+@pytest.mark.skopeo
+def test_real_missing_layer_link_relinked(registry: RegistryServer, tmp_path: Path) -> None:
+    for i in range(6):
+        push_image(registry, "lib/base", f"v{i}")
+    pushed = push_image(registry, "app/web", "v1")
+    layer = pushed.layers[0].digest
+    layer_link_path(registry.v2, "app/web", layer).unlink()
+    registry.restart()  # cold cache: the registry now refuses the blob
+    assert not skopeo_copy_all(f"{registry.host}/app/web:v1", tmp_path / "pull1").ok
+    scan = scan_storage(detect_layout(registry.root)).report
+    assert [(f.kind, f.digest, f.details["tags"]) for f in scan.findings] == [
+        (Kind.LAYER_LINK_MISSING, layer, ["v1"])
+    ]
+    report = real_fix(registry, tmp_path, relink_layers=True)
+    assert report.exit_code is ExitCode.CLEAN
+    assert skopeo_copy_all(f"{registry.host}/app/web:v1", tmp_path / "pull2").ok

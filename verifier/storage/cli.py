@@ -220,6 +220,14 @@ def fix_command(
             help="Recreate a child's missing revision link when that is provably lossless.",
         ),
     ] = False,
+    relink_layers: Annotated[
+        bool,
+        typer.Option(
+            "--relink-layers",
+            help="Recreate a repository's missing layer link to a blob a tag needs, when the "
+            "blob's data is present.",
+        ),
+    ] = False,
     force: Annotated[
         bool,
         typer.Option("--force", help="Act even when more than --max-orphan-share look orphaned."),
@@ -240,7 +248,7 @@ def fix_command(
     pushgateway: PushgatewayOpt = None,
     push_job: PushJobOpt = DEFAULT_JOB,
 ) -> None:
-    """Quarantine orphan layer links (journaled, restorable); never delete anything."""
+    """Quarantine orphan layer links, relink what is provably lossless; never delete."""
 
     def body() -> Report:
         from verifier.storage.repair import FixOptions, fix_storage
@@ -250,7 +258,9 @@ def fix_command(
         return fix_storage(
             layout,
             ScanOptions(verify_digests, frozenset(proxy_cache or [])),
-            FixOptions(quarantine, relink_index_children, force, max_orphan_share),
+            FixOptions(
+                quarantine, relink_index_children, force, max_orphan_share, relink_layers
+            ),
             _progress() if verify_digests else None,
         )
 

@@ -25,6 +25,7 @@ import json
 import os
 import stat
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -108,6 +109,8 @@ class FixOptions:
     relink_index_children: bool = False
     force: bool = False
     max_orphan_share: float = DEFAULT_MAX_ORPHAN_SHARE
+    #: Recreate a missing `_layers` link of a blob a tag needs when its data is present.
+    relink_layers: bool = False
 
 
 def default_quarantine_root(base: Path) -> Path:
@@ -555,6 +558,7 @@ def fix_storage(
         try:
             _quarantine_all(run, result.orphan_links, replaced, report)
             _relink_all(run, result.orphan_children, options, replaced, report)
+            _relink_layers(run, result.image_findings, options, replaced, report)
         finally:
             if run.journal is not None:
                 run.journal.close()
@@ -571,6 +575,7 @@ def fix_storage(
     report.notes.append(
         f"repairs: {report.counters['quarantined']} orphan layer link(s) quarantined, "
         f"{report.counters['relinked']} index child(ren) relinked, "
+        f"{report.counters['relinked_layers']} layer link(s) recreated, "
         f"{report.counters['repair_failed']} failed, {report.counters['skipped']} skipped; "
         f"{report.counters['unrepaired']} finding(s) still need a human"
     )
@@ -748,7 +753,6 @@ def _relink_all(
     replaced: dict[int, Finding],
     report: Report,
 ) -> None:
-    base = run.base
     for child in children:
         if not child.relinkable:
             continue
@@ -763,52 +767,127 @@ def _relink_all(
                     },
                 )
             continue
-        journal = run.open()
-        assert run.dir is not None
-        target = child.link_path
-        seq = journal.next_seq()
-        try:
-            reason = _recheck_child(child.registry, child.repository, child.digest)
-            if reason is not None:
-                raise ValueError(reason)
-            rel = relative_inside(base, target)
-            assert_no_symlinks(base, target)
-            missing: list[Path] = []
-            d = target.parent
-            while not os.path.lexists(d):
-                missing.append(d)
-                d = d.parent
-            journal.write(
-                {
-                    "type": "relink",
-                    "seq": seq,
-                    "kind": str(Kind.ORPHAN_INDEX_CHILD),
-                    "registry": child.registry.name,
-                    "repository": child.repository,
-                    "digest": child.digest,
-                    "path": str(target),
-                    "relpath": rel.as_posix(),
-                    "content": child.digest,
-                    "created_dirs": [relative_inside(base, m).as_posix() for m in missing],
-                    "indexes": sorted({str(f.details.get("index")) for f in child.findings}),
-                }
-            )
-            journal.sync()
-            _make_dirs(base, target.parent)
-            write_link(target, link_content(child.digest))
-        except (OSError, ValueError) as exc:
-            journal.write({"type": "outcome", "seq": seq, "result": "failed", "detail": str(exc)})
-            for f in child.findings:
-                replaced[id(f)] = _not_repaired(f, Severity.ERROR, error=str(exc))
-            report.counters["repair_failed"] += 1
+
+        def recheck(child: OrphanChild = child) -> str | None:
+            return _recheck_child(child.registry, child.repository, child.digest)
+
+        extra = {"indexes": sorted({str(f.details.get("index")) for f in child.findings})}
+        _relink_one(
+            run, child.registry, child.repository, child.digest, child.link_path,
+            Kind.ORPHAN_INDEX_CHILD, recheck, extra, child.findings, replaced, report,
+        )  # fmt: skip
+
+
+def _recheck_layer(registry: RegistryStorage, repository: str, digest: Digest) -> str | None:
+    """Right before writing a layer link: None if it is still missing and the data present."""
+    if os.path.lexists(layer_link_path(registry.v2, repository, digest)):
+        return "layer link reappeared since the scan"
+    try:
+        if not stat.S_ISREG(os.stat(blob_data_path(registry.v2, digest)).st_mode):
+            return "blob data is not a regular file"
+    except OSError as exc:
+        return f"blob data is gone or unreadable ({exc.strerror or exc})"
+    return None
+
+
+def _relink_layers(
+    run: _Run,
+    findings: list[Finding],
+    options: FixOptions,
+    replaced: dict[int, Finding],
+    report: Report,
+) -> None:
+    registries = {r.name: r for r in run.layout.registries}
+    for f in findings:
+        if f.kind is not Kind.LAYER_LINK_MISSING:
             continue
-        journal.write({"type": "outcome", "seq": seq, "result": "relinked"})
-        journal.sync()
-        for f in child.findings:
-            replaced[id(f)] = _repaired(
-                f, "relinked", action="relinked", journal=str(run.dir / JOURNAL_NAME)
+        if not options.relink_layers:
+            replaced[id(f)] = dataclasses.replace(
+                f,
+                details={
+                    **f.details,
+                    "repaired": False,
+                    "action": "relinkable: rerun fs fix with --relink-layers",
+                },
             )
-        report.counters["relinked"] += 1
+            continue
+        registry = registries[f.registry or ""]
+        digest = parse_digest(f.digest or "")
+        if digest is None:
+            continue
+
+        def recheck(
+            registry: RegistryStorage = registry, repo: str = f.repository, d: Digest = digest
+        ) -> str | None:
+            return _recheck_layer(registry, repo, d)
+
+        _relink_one(
+            run, registry, f.repository, digest, layer_link_path(registry.v2, f.repository, digest),
+            Kind.LAYER_LINK_MISSING, recheck, {"tags": f.details.get("tags", [])}, (f,),
+            replaced, report,
+        )  # fmt: skip
+
+
+def _relink_one(
+    run: _Run,
+    registry: RegistryStorage,
+    repository: str,
+    digest: Digest,
+    target: Path,
+    kind: Kind,
+    recheck: Callable[[], str | None],
+    extra: dict[str, Any],
+    findings: tuple[Finding, ...] | list[Finding],
+    replaced: dict[int, Finding],
+    report: Report,
+) -> None:
+    """Write one missing link, journaled (with the folders it creates) before it is written."""
+    base = run.base
+    journal = run.open()
+    assert run.dir is not None
+    seq = journal.next_seq()
+    try:
+        reason = recheck()
+        if reason is not None:
+            raise ValueError(reason)
+        rel = relative_inside(base, target)
+        assert_no_symlinks(base, target)
+        missing: list[Path] = []
+        d = target.parent
+        while not os.path.lexists(d):
+            missing.append(d)
+            d = d.parent
+        journal.write(
+            {
+                "type": "relink",
+                "seq": seq,
+                "kind": str(kind),
+                "registry": registry.name,
+                "repository": repository,
+                "digest": digest,
+                "path": str(target),
+                "relpath": rel.as_posix(),
+                "content": digest,
+                "created_dirs": [relative_inside(base, m).as_posix() for m in missing],
+                **extra,
+            }
+        )
+        journal.sync()
+        _make_dirs(base, target.parent)
+        write_link(target, link_content(digest))
+    except (OSError, ValueError) as exc:
+        journal.write({"type": "outcome", "seq": seq, "result": "failed", "detail": str(exc)})
+        for f in findings:
+            replaced[id(f)] = _not_repaired(f, Severity.ERROR, error=str(exc))
+        report.counters["repair_failed"] += 1
+        return
+    journal.write({"type": "outcome", "seq": seq, "result": "relinked"})
+    journal.sync()
+    for f in findings:
+        replaced[id(f)] = _repaired(
+            f, "relinked", action="relinked", journal=str(run.dir / JOURNAL_NAME)
+        )
+    report.counters["relinked_layers" if kind is Kind.LAYER_LINK_MISSING else "relinked"] += 1
 
 
 # --- restore ---------------------------------------------------------------------------------
