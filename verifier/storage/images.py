@@ -80,14 +80,17 @@ def gather_needs(
     read: ManifestReader,
     *,
     index_children: bool,
+    memo: dict[str, Manifest | None] | None = None,
 ) -> Needs:
     """Walk every tag (tag -> manifest hex) down to its configs and layers.
 
     Index children are followed only when `index_children` (a pull-through cache legitimately
-    holds partial indexes). Objects whose data is absent or unknown are reached but not read.
+    holds partial indexes). Objects whose data is absent or unknown are reached but not read;
+    `memo` (hex -> parsed manifest, None if unusable) saves parsing what was parsed before.
     """
     needs = Needs()
-    memo: dict[str, Manifest | None] = {}
+    if memo is None:
+        memo = {}
     for tag, top in sorted(tags.items()):
         stack = [top]
         seen: set[str] = set()

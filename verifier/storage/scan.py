@@ -24,6 +24,7 @@ from verifier.manifest import (
     DEFAULT_MAX_MANIFEST_BYTES,
     ImageIndex,
     ImageManifest,
+    Manifest,
     ManifestError,
     parse_manifest,
     sha256_digest,
@@ -841,11 +842,16 @@ def assess_child(
 
 
 def check_index_children(
-    registry: RegistryStorage, repo: RepoLinks, blobs: BlobStore, read: ManifestReader
+    registry: RegistryStorage,
+    repo: RepoLinks,
+    blobs: BlobStore,
+    read: ManifestReader,
+    parsed: dict[str, Manifest | None] | None = None,
 ) -> tuple[list[Finding], list[OrphanChild]]:
     """Parse every revision; for each index, report children without a revision link.
 
-    Also reports revisions whose manifest data is unreadable or not a valid manifest.
+    Also reports revisions whose manifest data is unreadable or not a valid manifest. Each
+    parse result (None when unusable) is left in `parsed`, for the image check to reuse.
     """
     findings: list[Finding] = []
     by_child: dict[str, list[Finding]] = {}
@@ -858,11 +864,17 @@ def check_index_children(
         data_path = str(blob_data_path(registry.v2, digest))
         body = read(digest)
         if isinstance(body, ReadFailure):
+            if parsed is not None:
+                parsed[hex_] = None
             findings.append(_read_failure_finding(registry, data_path, body, repo.name))
             continue
         try:
             manifest = parse_manifest(body)
+            if parsed is not None:
+                parsed[hex_] = manifest
         except ManifestError as exc:
+            if parsed is not None:
+                parsed[hex_] = None
             findings.append(
                 _finding(
                     Kind.MANIFEST_INVALID,
@@ -1048,18 +1060,10 @@ class ScanResult:
 
 
 def _manifest_reader(registry: RegistryStorage, limit: int) -> ManifestReader:
-    """Reads manifest data once per digest (the index and image checks both need it).
-
-    The blob tree is read as distribution reads it: a symlinked ``data`` is followed.
-    """
-    memo: dict[Digest, bytes | ReadFailure] = {}
+    """Reads manifest data as distribution reads it: a symlinked ``data`` is followed."""
 
     def read(digest: Digest) -> bytes | ReadFailure:
-        got = memo.get(digest)
-        if got is None:
-            got = read_regular_file(str(blob_data_path(registry.v2, digest)), limit, follow=True)
-            memo[digest] = got
-        return got
+        return read_regular_file(str(blob_data_path(registry.v2, digest)), limit, follow=True)
 
     return read
 
@@ -1110,20 +1114,29 @@ def scan_storage(
                 f"reached through a symlink, followed as distribution follows them (first: "
                 f"{blobs.followed_symlinks[0]})"
             )
+        read = _manifest_reader(registry, options.max_manifest_bytes)
         for repo in iter_repositories(registry, findings):
-            read = _manifest_reader(registry, options.max_manifest_bytes)
             stats.repositories += 1
             stats.layer_links += repo.layer_link_files
             stats.revision_links += len(repo.revisions)
             stats.tags += len(repo.tags)
             findings.extend(repo.findings)
             children_too = options.index_children and not is_proxy
+            # Index check first: it parses every revision, and the image walk reuses that.
+            parsed: dict[str, Manifest | None] = {}
+            if children_too:
+                index_findings, children = check_index_children(
+                    registry, repo, blobs, read, parsed
+                )
+                findings.extend(index_findings)
+                result.orphan_children.extend(children)
             needs = gather_needs(
                 {t: h for t, (h, _) in repo.tags.items() if h is not None},
                 repo.revisions,
                 blobs.has,
                 read,
                 index_children=children_too,
+                memo=parsed,
             )
             orphans = check_layer_links(registry, repo, blobs, needs)
             stats.orphan_layer_links += len(orphans)
@@ -1134,10 +1147,6 @@ def scan_storage(
             image_findings = check_images(registry, repo, blobs, needs)
             result.image_findings.extend(image_findings)
             findings.extend(image_findings)
-            if children_too:
-                index_findings, children = check_index_children(registry, repo, blobs, read)
-                findings.extend(index_findings)
-                result.orphan_children.extend(children)
         if blobs.state in (BlobStoreState.MISSING, BlobStoreState.EMPTY) and stats.links:
             report.notes.append(
                 f"registry {registry.label}: blob store {blobs.state} while {stats.links} links "
