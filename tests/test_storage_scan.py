@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -763,6 +764,13 @@ def test_real_pull_through_cache_holds_partial_indexes(registry_bin: str, tmp_pa
             assert client.get(f"/v2/app/multi/manifests/{amd64.digest}").status_code == 200
             for blob in amd64.blobs:
                 assert client.get(f"/v2/app/multi/blobs/{blob.digest}").content == blob.data
+            # The proxy commits a fetched blob to its storage after the client has the bytes;
+            # stopping it before then would leave a partial cache this test does not mean.
+            mirror_v2 = base / "mirror" / "docker" / "registry" / "v2"
+            deadline = time.monotonic() + 20
+            while not all(blob_data_path(mirror_v2, b.digest).exists() for b in amd64.blobs):
+                assert time.monotonic() < deadline, "the proxy never stored the pulled blobs"
+                time.sleep(0.05)
 
     layout = detect_layout(base)
     assert [r.name for r in layout.registries] == ["mirror", "private"]
