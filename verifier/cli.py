@@ -19,10 +19,10 @@ from typing import Annotated, Any
 import typer
 
 from verifier import __version__, eventloop
-from verifier.auth import resolve_credentials
+from verifier.auth import Credentials, docker_config_path, resolve_credentials
 from verifier.client import ClientOptions
 from verifier.errors import ExitCode, UsageError, VerifierError
-from verifier.findings import Report
+from verifier.findings import Kind, Report
 from verifier.manifest import DEFAULT_MAX_MANIFEST_BYTES
 from verifier.metrics_output import DEFAULT_JOB, MetricsOutput
 from verifier.options import (
@@ -123,16 +123,42 @@ def _fail(message: str, code: ExitCode) -> typer.Exit:
     return typer.Exit(int(code))
 
 
+def credentials_note(host: str, credentials: Credentials | None, source: str | None) -> str:
+    """Whether credentials went to `host` and where they came from: the next step after a 401."""
+    if credentials is None:
+        return f"no credentials were sent to {host}: none were found for it"
+    if source is None:
+        from_env = ("REGVERIFY_USERNAME" in os.environ and "REGVERIFY_PASSWORD" in os.environ)
+        source = ("REGVERIFY_USERNAME and REGVERIFY_PASSWORD" if from_env
+                  else f"the Docker config {docker_config_path()}")
+    return (f"credentials for user {credentials.username!r} were sent to {host} (from {source}) "
+            "and refused: check them, and that this user may pull these repositories")
+
+
+def with_auth_note(report: Report, note: str | None) -> Report:
+    """Attach `note` to every auth_failed finding as a next step (the human report prints it)."""
+    if note is not None:
+        report.findings = [
+            replace(f, details={**f.details,
+                                "next_steps": [*f.details.get("next_steps", []), note]})
+            if f.kind is Kind.AUTH_FAILED else f
+            for f in report.findings
+        ]
+    return report
+
+
 def run_command(body: Callable[[], Coroutine[Any, Any, Report]], fmt: Format,
-                output: Path | None, verbose: bool, metrics: MetricsOutput | None = None) -> None:
+                output: Path | None, verbose: bool, metrics: MetricsOutput | None = None,
+                auth_note: str | None = None) -> None:
     """Run a coroutine producing a Report, write it, exit with its code (or the error's).
 
     With `metrics`, the metrics outputs (`--textfile`, `--pushgateway`) record the run too,
     including a run that raised: that is when `regverify_catalog_accessible 0` matters most.
+    `auth_note` (see `credentials_note`) goes on every auth_failed finding.
     """
     started = time.monotonic()
     try:
-        report = eventloop.run(body())
+        report = with_auth_note(eventloop.run(body()), auth_note)
     except VerifierError as exc:
         if verbose:
             traceback.print_exc()
@@ -284,8 +310,10 @@ def image_command(
         typer.echo(f"verifying {ref} ...", err=True)
     metrics = metrics_output(Identity(ref.registry, "image"), textfile, pushgateway, push_job,
                              max_broken_series)
+    note = credentials_note(ref.api_host, options.credentials,
+                            "--username and --password-stdin" if username else None)
     run_command(lambda: verify_settled(lambda: verify_image(ref, options), settle),
-                fmt, output, verbose, metrics)
+                fmt, output, verbose, metrics, note)
 
 
 RepoGlobs = Annotated[
@@ -381,8 +409,10 @@ def scan_command(
     progress = ScanProgress(host)  # draws only when stderr is a terminal
     metrics = metrics_output(Identity(host, "scan", str(scan.shard) if scan.shard else None),
                              textfile, pushgateway, push_job, max_broken_series)
+    note = credentials_note(host, options.credentials,
+                            "--username and --password-stdin" if username else None)
     run_command(lambda: verify_registry(host, options, scan, progress), fmt, output, verbose,
-                metrics)
+                metrics, note)
 
 
 #: `serve` defaults: a scan every 15 minutes (issue 5), metrics on loopback unless told.
@@ -516,10 +546,14 @@ def plugin_command(
         raise _fail(str(exc), exc.exit_code) from None
     metrics = metrics_output(Identity(registries_of(refs), "image"), settings.textfile,
                              settings.pushgateway, settings.push_job, DEFAULT_MAX_BROKEN_SERIES)
+    note = "; ".join(
+        credentials_note(host, host_options.credentials,
+                         "PLUGIN_USERNAME and PLUGIN_PASSWORD" if settings.username else None)
+        for host, host_options in options.items())
     run_command(
         lambda: verify_images(refs, lambda ref: verify_image(ref, options[ref.api_host]),
                               settings.settle),
-        settings.fmt, settings.output, verbose, metrics,
+        settings.fmt, settings.output, verbose, metrics, note,
     )
 
 
