@@ -34,7 +34,7 @@ def test_a_broken_layer_points_to_fs_scan_and_the_runbook(registry: RegistryServ
     run = regverify("image", f"{registry.host}/team/api:1.0", "--plain-http")
     assert run.returncode == 1, run.stderr
     told = steps(run.stdout)
-    assert "blob_unreadable (1): the blob's data file is gone while the registry's descriptor" in told
+    assert "blob_unreadable (1): the blob's data file is gone while the registry's" in told
     assert "`regverify fs scan STORAGE-ROOT`" in told and "docs/runbook.md" in told
     assert run.stdout.splitlines()[-1].startswith("DEFECTS FOUND:")
 
