@@ -20,8 +20,9 @@ ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 FENCE = re.compile(r"^```[^\n]*\n(.*?)^```", re.S | re.M)
 # Where a regverify command starts on a line: at its start (after "$ "), after a shell operator,
-# or after a systemd Exec*= key.
-START = re.compile(r"(?:^\s*(?:\$ )?|&& |; |^Exec\w*=)(?:/usr/local/bin/)?regverify (.*)$")
+# after a systemd Exec*= key, or as the image of `docker run`.
+START = re.compile(r"(?:^\s*(?:\$ )?|&& |; |^Exec\w*=|docker run --rm (?:-e \S+ )*)"
+                   r"(?:/usr/local/bin/)?regverify (.*)$")
 SHELL_END = {"&&", "||", ";", "|", ">", ">>", "2>&1"}
 
 
