@@ -169,3 +169,21 @@ def test_readme_output_example_is_what_the_tool_prints(registry: RegistryServer)
                          capture_output=True, text=True, timeout=120, check=False)
     assert run.returncode == 1, run.stderr
     assert _normalise(run.stdout, registry.host) == _normalise(shown, documented_host)
+
+
+def test_every_option_is_explained_outside_the_generated_reference() -> None:
+    from typer.main import get_command
+
+    from tests.test_help import commands
+    from verifier.cli import app
+
+    prose = "\n".join(p.read_text() for p in PAGES if p.name != "cli.md")
+    root: Any = get_command(app)
+    for path in commands():
+        command = root
+        for name in path:
+            command = command.get_command(command.context_class(command), name)
+        for param in command.params:
+            if param.param_type_name == "option" and param.name != "help":
+                option = max(param.opts, key=len)
+                assert f"`{option}" in prose or f"{option} " in prose, (path, option)
