@@ -415,7 +415,7 @@ def scan_command(
                 metrics, note)
 
 
-#: `serve` defaults: a scan every 15 minutes (issue 5), metrics on loopback unless told.
+#: `serve` defaults: a scan every 15 minutes, metrics on loopback unless told.
 DEFAULT_INTERVAL = "15m"
 DEFAULT_LISTEN = "127.0.0.1:9731"
 Interval = Annotated[
