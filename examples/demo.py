@@ -9,6 +9,7 @@ Everything it starts it stops; nothing outside the temporary folder is touched.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -27,15 +28,24 @@ from tests.harness import (  # noqa: E402  (the push helpers live with the test 
 )
 
 
+def _bold(text: str) -> str:
+    # Escape codes only for a terminal: a log file or a pipe gets plain text.
+    if sys.stdout.isatty() and not os.environ.get("NO_COLOR"):
+        return f"\033[1m{text}\033[0m"
+    return text
+
+
 def step(text: str) -> None:
     """Print a demo step heading."""
-    print(f"\n\033[1m==> {text}\033[0m", flush=True)
+    print("\n" + _bold(f"==> {text}"), flush=True)
 
 
 def regverify(*args: str) -> int:
-    """Run the real CLI and show its output."""
+    """Run the real CLI, show its output and its exit code."""
     print("$ regverify " + " ".join(args), flush=True)
-    return subprocess.run([sys.executable, "-m", "verifier", *args], check=False).returncode
+    code = subprocess.run([sys.executable, "-m", "verifier", *args], check=False).returncode
+    print(f"(exit {code})", flush=True)
+    return code
 
 
 def main() -> int:
@@ -51,18 +61,28 @@ def main() -> int:
             print("pushed team/api:1.0 (OCI), team/web:2.3 (Docker v2), "
                   "infra/ci:latest (multi-platform OCI index with attestations)")
 
-            step("all healthy")
+            step("before any fault: every image verifies clean (exit 0)")
+            api = push_image(registry, "team/api", "1.1")
             codes = [regverify("image", f"{host}/{ref}", "--plain-http")
-                     for ref in ("team/api:1.0", "team/web:2.3", "infra/ci:latest")]
+                     for ref in ("team/api:1.0", "team/api:1.1", "team/web:2.3",
+                                 "infra/ci:latest")]
 
-            step("the incident: garbage-collect --delete-untagged on a tagged index")
+            step("fault 1: `garbage-collect --delete-untagged` on a registry holding a tagged "
+                 "multi-platform index; it deletes the index's child manifests, the tag stays")
             registry.garbage_collect(delete_untagged=True)
+            print("verdict on infra/ci:latest (expected: exit 1, manifest_missing per child):")
             broken_index = regverify("image", f"{host}/infra/ci:latest", "--plain-http")
 
-            step("a layer's data file deleted while its _layers link survives (warm cache)")
-            api = push_image(registry, "team/api", "1.1")
-            regverify("image", f"{host}/team/api:1.1", "--plain-http")
+            step("fault 2: delete the data file of one layer of team/api:1.1; its _layers link "
+                 "stays and the registry's cache still lists the blob")
+            # The GC restarted the registry; one clean pull puts the blob back in its cache,
+            # which is the state production is in when a data file goes missing.
+            warmed = subprocess.run([sys.executable, "-m", "verifier", "image",
+                                     f"{host}/team/api:1.1", "--plain-http"],
+                                    capture_output=True, check=False).returncode
             blob_data_path(registry.v2, api.layers[0].digest).unlink()
+            print("verdict on team/api:1.1 (expected: exit 1, blob_unreadable; a HEAD still "
+                  "answers 200):")
             broken_layer = regverify("image", f"{host}/team/api:1.1", "--plain-http")
 
             step("skopeo, the reference client, agrees")
@@ -74,8 +94,11 @@ def main() -> int:
             scan = regverify("scan", host, "--plain-http")
             step("the storage on the registry host: regverify fs scan (changes nothing)")
             fs_scan = regverify("fs", "scan", str(registry.root))
-        ok = codes == [0, 0, 0] and [broken_index, broken_layer, scan, fs_scan] == [1, 1, 1, 1]
+        verdicts = [broken_index, broken_layer, scan, fs_scan]
+        ok = codes == [0] * 4 and warmed == 0 and verdicts == [1, 1, 1, 1]
         step("demo " + ("passed: regverify caught every breakage" if ok else "FAILED"))
+        print("Run it yourself: .venv/bin/regverify --help (or `pip install .` / `pipx install .`"
+              " for a regverify on your PATH); docs: README.md and docs/.")
         return 0 if ok else 1
     finally:
         shutil.rmtree(work, ignore_errors=True)

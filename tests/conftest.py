@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from tests.harness import HarnessError, RegistryServer, find_registry_bin, skopeo_available
+
+if TYPE_CHECKING:  # imported lazily below: only S3 tests need moto and boto3
+    from tests.s3harness import MotoS3, S3Registry
 
 ALLOW_SKIP_ENV = "REGVERIFY_ALLOW_SKIP"
 
@@ -69,3 +74,33 @@ def registry(
         request.node.add_report_section(
             "teardown", "registry log", f"{server.log_path}\n{server.log_tail()}"
         )
+
+
+@pytest.fixture(scope="module")
+def moto_s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoS3]:
+    """One ``moto_server`` per test module on 127.0.0.1; each test takes its own bucket."""
+    if importlib.util.find_spec("moto") is None or importlib.util.find_spec("boto3") is None:
+        _missing("moto[server] and boto3 are not installed (pip install -e '.[test]')")
+    from tests.s3harness import MotoS3
+
+    with MotoS3(tmp_path_factory.mktemp("moto")) as moto:
+        yield moto
+
+
+@pytest.fixture
+def s3_registry(
+    moto_s3: MotoS3, registry_bin: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[S3Registry]:
+    """A started registry on the ``s3`` driver (redirects on) over a fresh moto bucket.
+
+    Its storage traffic goes through a recorder (``.recorder``); stopped after the test.
+    """
+    from tests.s3harness import start_s3_registry
+
+    with start_s3_registry(moto_s3, tmp_path / "registry", registry_bin=registry_bin) as s3:
+        try:
+            yield s3
+        finally:
+            request.node.add_report_section(
+                "teardown", "registry log",
+                f"{s3.registry.log_path}\n{s3.registry.log_tail()}")

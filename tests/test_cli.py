@@ -218,3 +218,23 @@ def test_start_up_imports_only_what_the_http_commands_need() -> None:
     run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                          check=True, timeout=60)
     assert run.stdout.strip() == "[]", run.stdout
+
+
+def test_credentials_note_names_the_source(_isolated_credentials: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    from verifier.auth import Credentials
+    from verifier.cli import credentials_note
+
+    assert credentials_note("r.example.com", None, None) == (
+        "no credentials were sent to r.example.com: none were found for it")
+    who = Credentials("ci", "secret")
+    config = _isolated_credentials / "config.json"
+    assert f"(from the Docker config {config})" in credentials_note("r.example.com", who, None)
+    monkeypatch.setenv("REGVERIFY_USERNAME", "ci")
+    monkeypatch.setenv("REGVERIFY_PASSWORD", "secret")
+    note = credentials_note("r.example.com", who, None)
+    assert note.startswith("credentials for user 'ci' were sent to r.example.com (from "
+                           "REGVERIFY_USERNAME and REGVERIFY_PASSWORD) and refused")
+    assert "secret" not in note
+    explicit = credentials_note("r.example.com", who, "--username and --password-stdin")
+    assert "(from --username and --password-stdin)" in explicit

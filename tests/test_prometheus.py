@@ -27,7 +27,7 @@ from tests.harness import (
     push_index,
     revision_link_path,
 )
-from tests.promtool import check_metrics
+from tests.promtool import check_metrics, label_names, metric_names
 from verifier.findings import Finding, ImageResult, ImageStatus, Kind, Report, Severity
 from verifier.metrics_output import MetricsOutput, PushgatewayError, TextfileError, redact_url
 from verifier.reporters import Format, reporter_for
@@ -207,7 +207,30 @@ def test_fs_report_has_fs_metrics_and_no_image_metrics() -> None:
     ident = {"registry": "/var/lib/docker-registry", "mode": "fs-scan"}
     assert value(text, "regverify_fs_orphan_layer_links", **ident) == 3
     assert value(text, "regverify_fs_orphan_index_children", **ident) == 1
+    # Where: one series per damaged repository and kind; the repaired one is not there.
+    assert {(lab["repository"], lab["kind"]): v
+            for lab, v in samples(text)["regverify_fs_repository_defects"]} == {
+        ("r0", "orphan_layer_link"): 1, ("r1", "orphan_layer_link"): 1,
+        ("r2", "orphan_layer_link"): 1, ("multi", "orphan_index_child"): 1}
+    assert value(text, "regverify_fs_repository_defects_truncated", **ident) == 0
     check_metrics(text)
+
+
+def test_fs_repository_defects_are_counted_sorted_and_capped() -> None:
+    report = Report(mode="fs-scan", target="/srv/registry", started_at=10.0,
+                    duration_seconds=1.0)
+    for repository in ("b", "a", "b", "c"):
+        report.add(Finding(Kind.ORPHAN_LAYER_LINK, Severity.ERROR, "data gone", repository))
+    report.add(Finding(Kind.DANGLING_TAG, Severity.ERROR, "tag gone", "a"))
+    families = {f.name: f for f in report_families(report, max_broken_series=2)}
+    listed = [(s.labels["repository"], s.labels["kind"], s.value)
+              for s in families["regverify_fs_repository_defects"].samples]
+    assert listed == [("a", "dangling_tag", 1), ("a", "orphan_layer_link", 1)]
+    [truncated] = families["regverify_fs_repository_defects_truncated"].samples
+    assert truncated.value == 2  # (b, orphan_layer_link) x2 counted once, and (c, ...)
+    [uncapped] = [f for f in report_families(report) if f.name == "regverify_fs_repository_defects"]
+    whole = {(s.labels["repository"], s.labels["kind"]): s.value for s in uncapped.samples}
+    assert whole[("b", "orphan_layer_link")] == 2
 
 
 def test_shard_is_an_identity_label() -> None:
@@ -506,3 +529,37 @@ def test_unwritable_textfile_is_exit_2(registry: RegistryServer, tmp_path: Path)
     run = regverify("image", f"{registry.host}/app/web:v1", "--plain-http", "--textfile",
                     str(blocker / "x.prom"))
     assert run.returncode == 2 and "cannot write --textfile" in run.stderr
+
+
+# --- the PromQL metric-name extraction the example checks rely on ------------------------------
+
+
+@pytest.mark.parametrize(("expr", "names"), [
+    ('sum by (registry) (regverify_images_broken{mode="scan"}) > 0',
+     {"regverify_images_broken"}),
+    ("time() - max by (registry, mode, shard) (regverify_last_run_timestamp_seconds"
+     '{mode=~"scan|fs-scan"}) > 1800', {"regverify_last_run_timestamp_seconds"}),
+    ('absent(regverify_last_run_timestamp_seconds{mode=~"scan|fs-scan"})',
+     {"regverify_last_run_timestamp_seconds"}),
+    ("max by (registry) (a) + on (registry) group_left (kind) max without (mode) (b) > bool 0",
+     {"a", "b"}),
+    ('sum by (code) (rate(regverify_requests_total{registry=~"x|y"}[5m] offset 1h))',
+     {"regverify_requests_total"}),
+    ('{__name__="from_matcher", job="x"} or count(plain) unless topk(3, other)',
+     {"from_matcher", "plain", "other"}),
+])
+def test_metric_names_of_promql(expr: str, names: set[str]) -> None:
+    assert metric_names(expr) == names
+
+
+def test_metric_names_rejects_what_is_not_promql() -> None:
+    with pytest.raises(ValueError, match="cannot tokenize"):
+        metric_names("up; DROP TABLE metrics")
+
+
+def test_label_names_of_promql() -> None:
+    assert label_names(
+        'max by (registry, mode) (a{mode=~"scan|fs-scan", __name__!="x"}) + on (registry) '
+        'group_left (kind) sum without (shard) (b{code!="200"})'
+    ) == {"registry", "mode", "kind", "shard", "code"}
+

@@ -93,6 +93,15 @@ def test_human_exact_output() -> None:
         "\n"
         "(1 informational finding(s) not shown; see --format json)\n"
         f"BROKEN  reg.test/app:v1@{F}\n"
+        "what to do next:\n"
+        "  - blob_missing (1): a layer's or config's data file, or the repository's `_layers` "
+        "link to it, is\n"
+        "    gone from the registry's storage.\n"
+        "  - size_mismatch (1): the stored blob is truncated (or longer than its descriptor "
+        "says).\n"
+        "  - On the registry host, `regverify fs scan STORAGE-ROOT` shows which files are "
+        "missing and why;\n"
+        "    docs/runbook.md says how to repair or rebuild each.\n"
         "DEFECTS FOUND: 1 image(s), 1 broken, 0 not verifiable; 2 manifests, 3 blobs, "
         "2 defect(s); 6 requests; 0.50s\n"
     )
@@ -113,8 +122,69 @@ def test_human_incomplete_output() -> None:
         "HEAD failed after 5 attempts: HTTP 503\n"
         "\n"
         f"ERROR   reg.test/app:v1@{F}\n"
+        "what to do next:\n"
+        "  - request_failed (1): the registry or the network kept failing (not a defect of the "
+        "image): rerun,\n"
+        "    or raise --retries / --timeout.\n"
         "INCOMPLETE: 1 image(s), 0 broken, 1 not verifiable; 0 defect(s); 0.00s\n"
     )
+
+
+def _steps(report: Report) -> str:
+    """The "what to do next" block of the human report, unwrapped."""
+    text = human.render(report)
+    assert "what to do next:" in text, text
+    block = text.split("what to do next:\n", 1)[1].rsplit("\n", 2)[0]
+    return " ".join(block.split())
+
+
+@pytest.mark.parametrize("kind", sorted(human.HTTP_DEFECTS))
+def test_human_http_defects_say_the_likely_cause_and_where_to_look(kind: Kind) -> None:
+    report = Report(mode="image", target="reg.test/app:v1", findings=[
+        Finding(kind=kind, severity=Severity.ERROR, message="x", repository="app",
+                reference="v1"),
+        Finding(kind=kind, severity=Severity.ERROR, message="y", repository="app",
+                reference="v1")])
+    steps = _steps(report)
+    assert f"{kind} (2): {' '.join(human.CAUSES[kind].split())}." in steps
+    assert "`regverify fs scan STORAGE-ROOT`" in steps and "docs/runbook.md" in steps
+
+
+def test_human_auth_failed_says_where_credentials_are_looked_for() -> None:
+    note = "no credentials were sent to reg.test: none were found for it"
+    report = Report(mode="image", target="reg.test/app:v1", findings=[
+        Finding(kind=Kind.AUTH_FAILED, severity=Severity.ERROR, message="access refused (401)",
+                repository="app", reference="v1", details={"next_steps": [note]})])
+    steps = _steps(report)
+    assert note in steps
+    assert "REGVERIFY_USERNAME and REGVERIFY_PASSWORD" in steps
+    assert "~/.docker/config.json" in steps and "--password-stdin" in steps
+    assert "fs scan" not in steps  # a refusal is not storage damage
+
+
+def test_human_prints_each_findings_own_next_steps_once() -> None:
+    findings = [Finding(kind=Kind.DANGLING_TAG, severity=Severity.ERROR, message=f"tag {i}",
+                        repository="app", details={"next_steps": ["re-push app:v1"]})
+                for i in range(3)]
+    text = human.render(Report(mode="fs-scan", target="/srv", findings=findings))
+    assert text.count("re-push app:v1") == 1
+    assert text.splitlines()[-1].startswith("DEFECTS FOUND:")
+
+
+def test_human_clean_report_has_no_next_steps() -> None:
+    assert "what to do next" not in human.render(clean_report())
+
+
+def test_human_restore_says_what_it_put_back() -> None:
+    link = "/srv/docker/registry/v2/repositories/app/_layers/sha256/aa/link"
+    report = Report(mode="fs-restore", target="/q/run", findings=[
+        Finding(kind=Kind.ORPHAN_LAYER_LINK, severity=Severity.INFO, message=f"restored {link}",
+                repository="app", digest=A, path=link, details={"restored": True})],
+        counters=Counter({"restored": 1, "already_restored": 2}))
+    lines = human.render(report).splitlines()
+    assert lines[:2] == ["restored:", f"  restored {link}"]
+    assert lines[-1] == ("OK: 1 put back, 0 already in place, 2 restored by an earlier run, "
+                         "0 conflict(s), 0 defect(s); 0.00s")
 
 
 def test_human_digest_reference_and_filesystem_findings() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -52,11 +53,14 @@ def test_scan_defect_exits_1_and_json_carries_the_fields(store: SyntheticStore) 
     assert doc["mode"] == "fs-scan"
     assert doc["exit_code"] == 1
     assert doc["layout"] == "single-root"
-    [f] = doc["findings"]
+    image, f = doc["findings"]
     assert f["kind"] == "orphan_layer_link"
     assert (f["registry"], f["repository"], f["digest"]) == ("", "app/web", img.layers[0])
     assert f["path"].endswith(f"_layers/sha256/{img.layers[0][7:]}/link")
-    assert doc["summary"]["defects_by_kind"] == {"orphan_layer_link": 1}
+    assert image["kind"] == "image_blob_missing"
+    assert image["details"]["tags"] == ["v1"]
+    assert image["details"]["next_steps"][-1] == "rebuild or re-push: app/web:v1"
+    assert doc["summary"]["defects_by_kind"] == {"image_blob_missing": 1, "orphan_layer_link": 1}
 
 
 @pytest.mark.parametrize("fmt", list(Format))
@@ -88,7 +92,7 @@ def test_scan_multi_registry_with_filter(tmp_path: Path) -> None:
     code, out, _ = invoke("scan", tmp_path / "base", "--registry", "private", "-f", "json")
     assert code == 1
     doc = json.loads(out)
-    assert [f["registry"] for f in doc["findings"]] == ["private"]
+    assert {f["registry"] for f in doc["findings"]} == {"private"}
     assert doc["layout"] == "multi-registry"
 
 
@@ -121,6 +125,8 @@ def test_scan_verify_digests(store: SyntheticStore) -> None:
 
 def test_fix_repairs_everything_exits_0_then_restore(store: SyntheticStore, tmp_path: Path) -> None:
     img = store.image("app/web", "v1")
+    store.image("app/web", "v2")
+    shutil.rmtree(store.tag_dir("app/web", "v1"))  # no tag uses the layer: fix repairs it all
     store.data_path(img.layers[0]).unlink()
     before = snapshot(store.root)
     code, out, err = invoke("fix", store.root, "--quarantine", tmp_path / "q", "-f", "json")
@@ -176,7 +182,7 @@ def test_fix_refusal_exits_3_shows_the_scan_and_touches_nothing(
 
 
 def test_fix_force_warns_on_stderr(store: SyntheticStore, tmp_path: Path) -> None:
-    img = store.image("app/web", "v1", layers=8)
+    img = store.image("app/web", None, layers=8)
     for layer in img.layers:
         store.data_path(layer).unlink()
     code, _, err = invoke("fix", store.root, "--quarantine", tmp_path / "q", "--force")
@@ -193,6 +199,57 @@ def test_restore_usage_error(tmp_path: Path) -> None:
     code, _, err = invoke("restore", tmp_path)
     assert code == 2
     assert "no journal.jsonl" in err
+    code, _, err = invoke("restore", tmp_path, "--run", "2026-01-01T00-00-00Z")
+    assert code == 2 and "--run 2026-01-01T00-00-00Z" in err
+
+
+def test_fix_exits_1_while_images_stay_broken_and_says_what_next(
+    store: SyntheticStore, tmp_path: Path
+) -> None:
+    for i in range(4):
+        store.image(f"lib/img{i}", "v1")
+    img = store.image("app/web", "v1")
+    store.data_path(img.layers[0]).unlink()
+    code, out, _ = invoke("fix", store.root, "--quarantine", tmp_path / "q")
+    assert code == 1
+    assert "image_blob_missing" in out
+    assert "still broken: 1 tag(s) cannot be pulled (app/web:v1)" in out
+    assert "restart the registry" in out
+    assert invoke("scan", store.root)[0] == 1  # and the next scan does not say all clear
+
+
+def test_restore_takes_the_quarantine_folder_newest_run_first(
+    store: SyntheticStore, tmp_path: Path
+) -> None:
+    for i in range(6):
+        store.image(f"lib/img{i}", "v1")
+    a, b = store.image("app/a", None), store.image("app/b", None)
+    store.data_path(a.layers[0]).unlink()
+    expected = snapshot(store.root)
+    q = tmp_path / "q"
+    runs = []
+    for img in (a, b):  # two fix runs, one orphan each
+        if img is b:
+            store.data_path(b.layers[0]).unlink()
+        code, out, err = invoke("fix", store.root, "--quarantine", q, "-f", "json")
+        assert code == 0, err
+        runs.append(Path(json.loads(out)["quarantine"]))
+    del expected[str(store.data_path(b.layers[0]).relative_to(store.root))]
+    assert runs[0] != runs[1] and runs[0].parent == runs[1].parent == q.resolve()
+
+    code, out, err = invoke("restore", q, "--run", runs[1].name, "-f", "json")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["summary"]["links_put_back"] == 1
+    assert store.layer_link("app/b", b.layers[0]).exists()
+    assert not store.layer_link("app/a", a.layers[0]).exists()
+    code, out, err = invoke("restore", q)  # both runs: the newer one is already back
+    assert code == 0, err
+    assert "restore: put back 1 link(s)" in out and "from 2 run(s)" in out
+    after = snapshot(store.root)
+    after.pop(LOCK_NAME)
+    expected.pop(LOCK_NAME, None)
+    assert after == expected
 
 
 def test_internal_error_is_one_line_exit_3(

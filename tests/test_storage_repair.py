@@ -28,6 +28,7 @@ from verifier.client import ClientOptions
 from verifier.errors import ExitCode, SafetyRefusal, UsageError
 from verifier.findings import Kind, Report, Severity
 from verifier.reference import parse_reference
+from verifier.storage.fsio import TMP_SUFFIX
 from verifier.storage.layout import StorageLayout, detect_layout
 from verifier.storage.repair import (
     JOURNAL_NAME,
@@ -86,19 +87,35 @@ def test_fix_quarantines_exactly_the_orphan_links(store: SyntheticStore, tmp_pat
     rd = run_dir(tmp_path)
     for rel in moved:
         assert (rd / "tree" / rel).read_bytes() == before[rel]
-    assert report.exit_code is ExitCode.CLEAN
+    # the links are repaired, the image that used the layers is not: exit 1, with next steps
+    assert report.exit_code is ExitCode.DEFECTS
     assert report.mode == "fs-fix"
-    assert [(f.kind, f.severity, f.details["repaired"]) for f in report.findings] == [
-        (Kind.ORPHAN_LAYER_LINK, Severity.INFO, True)
-    ] * 2
-    f = report.findings[0]
+    links = [f for f in report.findings if f.kind is Kind.ORPHAN_LAYER_LINK]
+    assert [(f.severity, f.details["repaired"]) for f in links] == [(Severity.INFO, True)] * 2
+    f = links[0]
     assert f.details["action"] == "quarantined"
     assert f.details["quarantined_to"] == str(rd / "tree" / str(f.path).split("/data/", 1)[1])
     assert f.message.startswith("quarantined: ")
+    images = [f for f in report.findings if f.kind is Kind.IMAGE_BLOB_MISSING]
+    assert {f.digest for f in images} == set(img.layers)
+    for image in images:
+        assert image.severity is Severity.ERROR
+        assert image.details["tags"] == ["v1"]
+        assert image.details["orphan_link_quarantined"] is True
+        assert image.details["next_steps"][0].startswith("restart the registry")
+        assert image.details["next_steps"][1] == "rebuild or re-push: app/web:v1"
     assert report.counters["quarantined"] == 2
-    assert report.counters["unrepaired"] == 0
+    assert report.counters["unrepaired"] == 2
     assert report.extra["quarantine"] == str(rd)
     assert any(f"regverify fs restore {rd}" in n for n in report.notes)
+    [note] = [n for n in report.notes if n.startswith("still broken")]
+    assert "1 tag(s) cannot be pulled (app/web:v1)" in note and "restart the registry" in note
+    # and the next scan says the same: the image is still broken
+    rescan = scan_storage(detect_layout(store.root)).report
+    assert {(f.kind, f.digest) for f in rescan.defects} == {
+        (Kind.IMAGE_BLOB_MISSING, d) for d in img.layers
+    }
+    assert rescan.exit_code is ExitCode.DEFECTS
 
 
 def test_journal_records_what_where_when_why(store: SyntheticStore, tmp_path: Path) -> None:
@@ -176,6 +193,7 @@ def test_fix_leaves_everything_but_orphan_links_and_exits_1(
     assert report.exit_code is ExitCode.DEFECTS
     remaining = {(f.kind, f.digest) for f in report.defects}
     assert remaining == {(Kind.DANGLING_REVISION, img.digest), (Kind.DANGLING_TAG, img.digest)}
+    # (the manifest is gone, so what its layers were is not known: no image_blob_missing)
     assert store.revision_link("app/web", img.digest).exists()
     assert not store.layer_link("app/web", img.layers[0]).exists()
 
@@ -350,7 +368,7 @@ def test_symlink_swapped_in_after_the_scan_is_not_followed(
 
     monkeypatch.setattr("verifier.storage.repair.scan_storage", scan_then_swap)
     report = fix(store, tmp_path)
-    [f] = report.findings
+    [f] = [f for f in report.findings if f.kind is Kind.ORPHAN_LAYER_LINK]
     assert f.details["repaired"] is False
     assert "symlink" in f.details["skipped"]
     assert (outside / "sha256" / img.layers[0].split(":")[1] / "link").exists()
@@ -375,35 +393,12 @@ def test_blob_reappearing_after_the_scan_keeps_its_link(
     monkeypatch.setattr("verifier.storage.repair.scan_storage", scan_then_push)
     report = fix(store, tmp_path)
     assert store.layer_link("app/web", img.layers[0]).exists()
-    [f] = report.findings
+    [f] = [f for f in report.findings if f.kind is Kind.ORPHAN_LAYER_LINK]
     assert (f.severity, f.details["skipped"]) == (
         Severity.INFO,
         "blob data reappeared since the scan",
     )
     assert report.exit_code is ExitCode.CLEAN
-
-
-def test_move_across_filesystems_copies_then_unlinks(
-    store: SyntheticStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    healthy(store)
-    img = store.image("app/web", "v1")
-    store.data_path(img.layers[0]).unlink()
-    before = snapshot(store.root)
-    real_rename = os.rename
-
-    def exdev(src: object, dst: object) -> None:
-        raise OSError(errno.EXDEV, "Invalid cross-device link")
-
-    monkeypatch.setattr("verifier.storage.repair.os.rename", exdev)
-    report = fix(store, tmp_path)
-    assert report.counters["quarantined"] == 1
-    assert not store.layer_link("app/web", img.layers[0]).exists()
-    restore_quarantine(run_dir(tmp_path))
-    monkeypatch.setattr("verifier.storage.repair.os.rename", real_rename)
-    after = snapshot(store.root)
-    after.pop(LOCK_NAME)
-    assert after == before
 
 
 def test_failed_move_stays_an_error(
@@ -416,9 +411,9 @@ def test_failed_move_stays_an_error(
     def eacces(src: object, dst: object) -> None:
         raise PermissionError(errno.EACCES, "Permission denied")
 
-    monkeypatch.setattr("verifier.storage.repair.os.rename", eacces)
+    monkeypatch.setattr("verifier.storage.fsio.rename_noreplace", eacces)
     report = fix(store, tmp_path)
-    [f] = report.findings
+    [f] = [f for f in report.findings if f.kind is Kind.ORPHAN_LAYER_LINK]
     assert (f.severity, f.details["repaired"]) == (Severity.ERROR, False)
     assert "Permission denied" in f.details["error"]
     assert report.exit_code is ExitCode.DEFECTS
@@ -482,7 +477,7 @@ def test_failed_relink_is_journaled_and_restore_cleans_up(
     real_open = os.open
 
     def failing_open(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
-        if str(path) == str(link.resolve()) and flags & os.O_EXCL:
+        if str(path) == str(link.resolve()) + TMP_SUFFIX and flags & os.O_EXCL:
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_open(path, flags, *args, **kwargs)
 
@@ -587,9 +582,9 @@ def test_restore_of_a_tampered_copy_is_a_conflict(store: SyntheticStore, tmp_pat
 
 
 def test_restore_needs_a_run_folder(tmp_path: Path) -> None:
-    with pytest.raises(UsageError, match="not a quarantine run folder"):
+    with pytest.raises(UsageError, match="not a quarantine folder or run folder"):
         restore_quarantine(tmp_path / "missing")
-    with pytest.raises(UsageError, match="no journal.jsonl"):
+    with pytest.raises(UsageError, match="no journal.jsonl here nor in any folder in it"):
         restore_quarantine(tmp_path)
     (tmp_path / JOURNAL_NAME).write_text('{"type": "quarantine"}\n')
     with pytest.raises(UsageError, match="no run header"):
@@ -657,6 +652,7 @@ def test_real_fix_after_gc_incident_and_byte_exact_restore(
 
 
 @pytest.mark.registry
+@pytest.mark.skopeo
 def test_real_http_view_turns_from_unreadable_to_missing_to_clean(
     registry: RegistryServer, tmp_path: Path
 ) -> None:
@@ -676,8 +672,17 @@ def test_real_http_view_turns_from_unreadable_to_missing_to_clean(
     assert http_kinds(http_verify(registry, "app/web:v1")) == {("blob_unreadable", layer, 206)}
 
     report = real_fix(registry, tmp_path)
-    assert report.exit_code is ExitCode.CLEAN
+    # the orphan link is quarantined, but the tag is still broken and fs fix says so
+    assert report.exit_code is ExitCode.DEFECTS
+    [broken] = report.defects
+    assert (broken.kind, broken.digest, broken.details["tags"]) == (
+        Kind.IMAGE_BLOB_MISSING,
+        layer,
+        ["v1"],
+    )
+    assert broken.details["next_steps"][0].startswith("restart the registry")
     assert not layer_link_path(registry.v2, "app/web", layer).exists()
+    assert not skopeo_copy_all(f"{registry.host}/app/web:v1", tmp_path / "pull1").ok
     # still warm: the cache, not the link, answers
     assert http_kinds(http_verify(registry, "app/web:v1")) == {("blob_unreadable", layer, 206)}
 
@@ -687,6 +692,7 @@ def test_real_http_view_turns_from_unreadable_to_missing_to_clean(
 
     push_image(registry, "app/web", "v1")  # the rebuild re-pushes the same bytes
     assert http_verify(registry, "app/web:v1").exit_code is ExitCode.CLEAN
+    assert skopeo_copy_all(f"{registry.host}/app/web:v1", tmp_path / "pull2").ok
     assert scan_storage(detect_layout(registry.root)).report.findings == []
 
 
@@ -724,3 +730,115 @@ def test_real_relink_child_deleted_by_digest(registry: RegistryServer, tmp_path:
     assert http_kinds(http_verify(registry, "app/multi:v1")) == {
         ("manifest_missing", arm64.digest, 404)
     }
+
+
+# --- next to a live registry ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("push", ["blob-upload", "link-rewrite"])
+def test_link_touched_during_its_move_is_put_back(
+    store: SyntheticStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, push: str
+) -> None:
+    """A push lands between the last re-check and the move: the link goes back, unchanged."""
+    import verifier.storage.repair as repair_mod
+
+    healthy(store)
+    img = store.image("app/web", None)
+    data = store.data_path(img.layers[0])
+    content = data.read_bytes()
+    data.unlink()
+    link = store.layer_link("app/web", img.layers[0])
+    real_move = repair_mod._move_file
+
+    def move_while_pushing(src: Path, dst: Path) -> None:
+        if src == link.resolve():
+            if push == "blob-upload":  # distribution writes the data, then the link
+                data.write_bytes(content)
+            else:  # the registry opened the link before our rename and writes it after
+                fd = os.open(src, os.O_WRONLY | os.O_TRUNC)
+                real_move(src, dst)
+                os.write(fd, img.layers[0].encode())
+                os.close(fd)
+                os.utime(dst, ns=(1, 2))  # mtime moves on every write; make it visible
+                return
+        real_move(src, dst)
+
+    monkeypatch.setattr(repair_mod, "_move_file", move_while_pushing)
+    report = fix(store, tmp_path)
+    assert link.read_bytes() == img.layers[0].encode()
+    [f] = [f for f in report.findings if f.kind is Kind.ORPHAN_LAYER_LINK]
+    assert f.details["repaired"] is False
+    assert "during the move" in f.details["skipped"]
+    records, _ = read_journal(run_dir(tmp_path) / JOURNAL_NAME)
+    assert records[-1]["result"] == "put-back"
+    assert not list((run_dir(tmp_path) / "tree").rglob("link"))
+    restore = restore_quarantine(run_dir(tmp_path))
+    assert restore.exit_code is ExitCode.CLEAN and restore.counters["not_needed"] == 1
+
+
+# --- relink layers ----------------------------------------------------------------------------
+
+
+def test_relink_layers(store: SyntheticStore, tmp_path: Path) -> None:
+    healthy(store)
+    img = store.image("app/web", "v1")
+    link = store.layer_link("app/web", img.layers[1])
+    shutil.rmtree(link.parent)
+    before = snapshot(store.root)
+
+    report = fix(store, tmp_path)  # without the flag: reported, not touched
+    [f] = report.defects
+    assert f.kind is Kind.LAYER_LINK_MISSING
+    assert f.details["action"] == "relinkable: rerun fs fix with --relink-layers"
+    assert not link.exists()
+
+    report = fix(store, tmp_path, relink_layers=True)
+    assert report.exit_code is ExitCode.CLEAN
+    assert report.counters["relinked_layers"] == 1
+    assert link.read_bytes() == img.layers[1].encode()
+    assert scan_storage(detect_layout(store.root)).report.findings == []
+
+    restore = restore_quarantine(Path(report.extra["quarantine"]))
+    assert restore.counters["links_removed"] == 1
+    after = snapshot(store.root)
+    after.pop(LOCK_NAME)
+    assert after == before
+
+
+def test_relink_layers_rechecks_the_data(
+    store: SyntheticStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    healthy(store)
+    img = store.image("app/web", "v1")
+    os.unlink(store.layer_link("app/web", img.layers[1]))
+    real_scan = scan_storage
+
+    def scan_then_delete(layout: StorageLayout, *args: object) -> ScanResult:
+        result = real_scan(layout, *args)  # type: ignore[arg-type]
+        store.data_path(img.layers[1]).unlink()
+        return result
+
+    monkeypatch.setattr("verifier.storage.repair.scan_storage", scan_then_delete)
+    report = fix(store, tmp_path, relink_layers=True)
+    assert not store.layer_link("app/web", img.layers[1]).exists()
+    [f] = report.defects
+    assert "blob data is gone" in f.details["error"]
+
+
+@pytest.mark.registry
+@pytest.mark.skopeo
+def test_real_missing_layer_link_relinked(registry: RegistryServer, tmp_path: Path) -> None:
+    for i in range(6):
+        push_image(registry, "lib/base", f"v{i}")
+    pushed = push_image(registry, "app/web", "v1")
+    layer = pushed.layers[0].digest
+    layer_link_path(registry.v2, "app/web", layer).unlink()
+    registry.restart()  # cold cache: the registry now refuses the blob
+    assert not skopeo_copy_all(f"{registry.host}/app/web:v1", tmp_path / "pull1").ok
+    scan = scan_storage(detect_layout(registry.root)).report
+    assert [(f.kind, f.digest, f.details["tags"]) for f in scan.findings] == [
+        (Kind.LAYER_LINK_MISSING, layer, ["v1"])
+    ]
+    report = real_fix(registry, tmp_path, relink_layers=True)
+    assert report.exit_code is ExitCode.CLEAN
+    assert skopeo_copy_all(f"{registry.host}/app/web:v1", tmp_path / "pull2").ok

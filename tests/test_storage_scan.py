@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -76,22 +77,40 @@ def test_orphan_layer_link(store: SyntheticStore) -> None:
     store.image("app/other", "v1")
     store.data_path(img.layers[1]).unlink()
     result = run(store.root)
-    [f] = result.report.findings
+    image, f = result.report.findings  # sorted by kind
     assert f.kind is Kind.ORPHAN_LAYER_LINK
     assert f.severity is Severity.ERROR
     assert (f.registry, f.repository, f.digest) == ("", "app/web", img.layers[1])
     assert f.path == str(store.layer_link("app/web", img.layers[1]).resolve())
+    assert f.details["tags"] == ["v1"]
     assert result.report.exit_code is ExitCode.DEFECTS
     [orphan] = result.orphan_links
     assert orphan.finding is f
     assert result.stats[0].orphan_layer_links == 1
+    # the image that uses the layer is broken too, and says what to do
+    assert (image.kind, image.severity, image.digest) == (
+        Kind.IMAGE_BLOB_MISSING,
+        Severity.ERROR,
+        img.layers[1],
+    )
+    assert image.details["tags"] == ["v1"]
+    assert image.details["role"] == "layer"
+    assert image.details["manifests"] == [img.digest]
+    assert image.details["linked"] is True
+    assert "app/web:v1" in image.message
+    steps = image.details["next_steps"]
+    assert "fs fix" in steps[0] and "restart the registry" in steps[1]
+    assert steps[2] == "rebuild or re-push: app/web:v1"
 
 
 def test_blob_folder_without_data_counts_as_gone(store: SyntheticStore) -> None:
     img = store.image("app/web", "v1")
     store.data_path(img.layers[0]).unlink()  # folder stays, as after a manual delete of data
     assert store.data_path(img.layers[0]).parent.is_dir()
-    assert defects(run(store.root)) == {("orphan_layer_link", "app/web", img.layers[0])}
+    assert defects(run(store.root)) == {
+        ("orphan_layer_link", "app/web", img.layers[0]),
+        ("image_blob_missing", "app/web", img.layers[0]),
+    }
 
 
 def test_shared_layer_gone_is_orphan_in_every_repo(store: SyntheticStore) -> None:
@@ -102,7 +121,63 @@ def test_shared_layer_gone_is_orphan_in_every_repo(store: SyntheticStore) -> Non
     assert defects(run(store.root)) == {
         ("orphan_layer_link", "a", a.layers[0]),
         ("orphan_layer_link", "b", a.layers[0]),
+        ("image_blob_missing", "a", a.layers[0]),
+        ("image_blob_missing", "b", a.layers[0]),
     }
+
+
+def test_layer_link_missing_while_data_exists_is_relinkable(store: SyntheticStore) -> None:
+    img = store.image("app/web", "v1")
+    store.tag("app/web", "latest", img.digest)
+    store.image("app/other", "v1", layer_data=[b"one shared layer"])
+    os.unlink(store.layer_link("app/web", img.config))
+    result = run(store.root)
+    [f] = result.report.findings
+    assert (f.kind, f.severity, f.repository, f.digest) == (
+        Kind.LAYER_LINK_MISSING,
+        Severity.ERROR,
+        "app/web",
+        img.config,
+    )
+    assert f.details["tags"] == ["latest", "v1"]
+    assert f.details["role"] == "config"
+    assert f.details["repair"] == "relink"
+    assert "relink" in f.details["next_steps"][0]
+    assert "app/web:latest, app/web:v1" in f.message
+    assert f.path == str(store.layer_link("app/web", img.config).resolve())
+
+
+def test_index_child_blob_gone_names_the_index_tags(store: SyntheticStore) -> None:
+    idx = store.index("app/multi", "v1")
+    store.tag("app/multi", "stable", idx.digest)
+    child = idx.children[1]
+    store.data_path(child.config).unlink()
+    os.unlink(store.layer_link("app/multi", child.config))  # link and data both gone
+    result = run(store.root)
+    [f] = result.report.findings
+    assert (f.kind, f.digest) == (Kind.IMAGE_BLOB_MISSING, child.config)
+    assert f.details["tags"] == ["stable", "v1"]
+    assert f.details["manifests"] == [child.digest]
+    assert f.details["linked"] is False
+    assert not any("fs fix" in s for s in f.details["next_steps"])  # no orphan link to move
+    # a pull-through cache is not walked into its index children
+    assert run(store.root, proxy_caches=frozenset({"."})).report.findings == []
+
+
+def test_untagged_manifests_are_not_judged_as_images(store: SyntheticStore) -> None:
+    img = store.image("app/web", None)
+    store.image("app/web", "v1")
+    os.unlink(store.layer_link("app/web", img.layers[0]))
+    assert run(store.root).report.findings == []
+
+
+def test_dangling_revision_of_an_index_child_names_the_index_tags(store: SyntheticStore) -> None:
+    idx = store.index("app/multi", "v1")
+    child = idx.children[0]
+    store.data_path(child.digest).unlink()
+    result = run(store.root)
+    [rev] = [f for f in result.report.findings if f.kind is Kind.DANGLING_REVISION]
+    assert rev.details["tags"] == ["v1"]
 
 
 def test_dangling_revision_and_tag(store: SyntheticStore) -> None:
@@ -361,7 +436,9 @@ def test_multi_registry_findings_carry_registry_name(tmp_path: Path) -> None:
         s.data_path(imgs[name].layers[0]).unlink()
     result = run(tmp_path)
     assert [(f.registry, f.kind, f.digest) for f in result.report.findings] == [
+        ("ghcr", Kind.IMAGE_BLOB_MISSING, imgs["ghcr"].layers[0]),
         ("ghcr", Kind.ORPHAN_LAYER_LINK, imgs["ghcr"].layers[0]),
+        ("private", Kind.IMAGE_BLOB_MISSING, imgs["private"].layers[0]),
         ("private", Kind.ORPHAN_LAYER_LINK, imgs["private"].layers[0]),
     ]
     assert result.report.extra["layout"] == "multi-registry"
@@ -389,6 +466,7 @@ def test_nested_repositories(store: SyntheticStore) -> None:
         ("team", outer.layers[0]),
         ("team/app/web", inner.layers[0]),
     }
+    assert len(result.report.findings) == 4  # an orphan link and a broken image each
     assert result.report.counters["repositories"] == 2
 
 
@@ -410,25 +488,63 @@ def test_symlinked_link_file_is_reported_not_followed(
     assert result.report.exit_code is ExitCode.INCOMPLETE
 
 
-def test_symlinked_blob_data_is_never_judged(store: SyntheticStore, tmp_path: Path) -> None:
+def test_symlinked_blob_data_is_followed_as_distribution_does(
+    store: SyntheticStore, tmp_path: Path
+) -> None:
+    img = store.index("app/multi", "v1").children[0]
+    for digest in (img.layers[0], img.digest):  # a layer and a manifest moved to another disk
+        data = store.data_path(digest)
+        data.rename(tmp_path / digest)
+        os.symlink(tmp_path / digest, data)
+    result = run(store.root)
+    assert result.report.findings == []
+    assert result.report.exit_code is ExitCode.CLEAN
+
+
+def test_dangling_blob_symlink_is_a_gap_never_an_absence(
+    store: SyntheticStore, tmp_path: Path
+) -> None:
+    """A symlink to a disk that is not mounted: the blob might exist, nothing is judged."""
     img = store.image("app/web", "v1")
     data = store.data_path(img.layers[0])
-    data.rename(tmp_path / "moved")
-    os.symlink(tmp_path / "moved", data)
+    data.unlink()
+    os.symlink(tmp_path / "unmounted" / "data", data)
     result = run(store.root)
-    assert [f.kind for f in result.report.findings] == [Kind.UNEXPECTED_SYMLINK]
+    assert [f.kind for f in result.report.findings] == [Kind.UNREADABLE_FILE]
     assert result.orphan_links == []
+    assert result.stats[0].blob_gaps
+    assert result.report.exit_code is ExitCode.INCOMPLETE
 
 
-def test_symlinked_blob_store_judges_no_link(store: SyntheticStore, tmp_path: Path) -> None:
-    store.image("app/web", "v1")
+def test_symlinked_blob_store_is_followed(store: SyntheticStore, tmp_path: Path) -> None:
+    img = store.image("app/web", "v1")
     blobs = store.v2 / "blobs" / "sha256"
     blobs.rename(tmp_path / "elsewhere")
     os.symlink(tmp_path / "elsewhere", blobs)
+    assert run(store.root).report.findings == []
+    store.data_path(img.layers[0]).unlink()
+    assert defects(run(store.root)) == {
+        ("orphan_layer_link", "app/web", img.layers[0]),
+        ("image_blob_missing", "app/web", img.layers[0]),
+    }
+
+
+def test_symlinked_blob_prefix_gives_no_false_orphans(
+    store: SyntheticStore, tmp_path: Path
+) -> None:
+    """Prefix folders moved to another disk and symlinked back hold present blobs."""
+    imgs = [store.image(f"app/img{i}", "v1") for i in range(8)]
+    blobs = store.v2 / "blobs" / "sha256"
+    moved = sorted(p.name for p in blobs.iterdir())[::2]
+    (tmp_path / "disk2").mkdir()
+    for name in moved:
+        (blobs / name).rename(tmp_path / "disk2" / name)
+        os.symlink(tmp_path / "disk2" / name, blobs / name)
     result = run(store.root)
-    assert [f.kind for f in result.report.findings] == [Kind.UNEXPECTED_SYMLINK]
-    assert result.orphan_links == []
-    assert result.stats[0].blob_store is BlobStoreState.UNREADABLE
+    assert result.report.findings == []
+    assert result.report.exit_code is ExitCode.CLEAN
+    assert any("reached through a symlink" in n for n in result.report.notes)
+    assert result.stats[0].blobs == sum(len(i.blobs) + 1 for i in imgs)
 
 
 def test_symlinked_repository_folder_is_not_walked(store: SyntheticStore, tmp_path: Path) -> None:
@@ -466,9 +582,33 @@ def test_unlistable_folder_is_a_finding(
 
     monkeypatch.setattr(scan_mod, "_scandir_sorted", failing)
     result = run(store.root)
-    [f] = result.report.findings
+    [f] = result.report.findings  # and no layer_link_missing: the links were not read
     assert (f.kind, f.path) == (Kind.UNREADABLE_FILE, target)
     assert "Permission denied" in f.message
+
+
+def test_unlistable_blob_prefix_makes_the_listing_incomplete(
+    store: SyntheticStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    img = store.image("app/web", "v1")
+    hex_ = img.layers[0].split(":")[1]
+    store.data_path(img.layers[1]).unlink()  # a real orphan in another prefix
+    real = scan_mod._scandir_sorted
+    target = str(store.v2.resolve() / "blobs" / "sha256" / hex_[:2])
+
+    def failing(path: str) -> list[os.DirEntry[str]]:
+        if path == target:
+            raise PermissionError(13, "Permission denied", path)
+        return real(path)
+
+    monkeypatch.setattr(scan_mod, "_scandir_sorted", failing)
+    result = run(store.root)
+    assert {(f.kind, f.digest) for f in result.report.findings if f.digest} >= {
+        (Kind.ORPHAN_LAYER_LINK, img.layers[1])
+    }
+    assert img.layers[0] not in {o.digest for o in result.orphan_links}
+    assert result.stats[0].blob_gaps == [f"{target}: Permission denied"]
+    assert result.report.extra["registries"][0]["blob_listing_complete"] is False
 
 
 def test_fifo_in_place_of_a_link_does_not_hang(store: SyntheticStore) -> None:
@@ -520,7 +660,7 @@ def test_findings_are_sorted_and_stable(tmp_path: Path) -> None:
         img = s.image(repo, "v1")
         s.data_path(img.layers[0]).unlink()
     first = run(tmp_path).report.findings
-    assert [f.repository for f in first] == ["alpha", "mid", "zeta"]
+    assert [f.repository for f in first] == ["alpha"] * 2 + ["mid"] * 2 + ["zeta"] * 2
     assert run(tmp_path).report.findings == first
 
 
@@ -590,6 +730,7 @@ def test_real_production_damage(registry: RegistryServer) -> None:
     result = scan_storage(detect_layout(registry.root))
     assert defects(result) == {
         ("orphan_layer_link", "team/a", a.layers[1].digest),
+        ("image_blob_missing", "team/a", a.layers[1].digest),
         ("dangling_revision", "team/b", b.digest),
         ("dangling_tag", "team/b", b.digest),
     }
@@ -623,6 +764,13 @@ def test_real_pull_through_cache_holds_partial_indexes(registry_bin: str, tmp_pa
             assert client.get(f"/v2/app/multi/manifests/{amd64.digest}").status_code == 200
             for blob in amd64.blobs:
                 assert client.get(f"/v2/app/multi/blobs/{blob.digest}").content == blob.data
+            # The proxy commits a fetched blob to its storage after the client has the bytes;
+            # stopping it before then would leave a partial cache this test does not mean.
+            mirror_v2 = base / "mirror" / "docker" / "registry" / "v2"
+            deadline = time.monotonic() + 20
+            while not all(blob_data_path(mirror_v2, b.digest).exists() for b in amd64.blobs):
+                assert time.monotonic() < deadline, "the proxy never stored the pulled blobs"
+                time.sleep(0.05)
 
     layout = detect_layout(base)
     assert [r.name for r in layout.registries] == ["mirror", "private"]

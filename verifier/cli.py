@@ -18,11 +18,11 @@ from typing import Annotated, Any
 
 import typer
 
-from verifier import eventloop
-from verifier.auth import resolve_credentials
+from verifier import __version__, eventloop
+from verifier.auth import Credentials, docker_config_path, resolve_credentials
 from verifier.client import ClientOptions
 from verifier.errors import ExitCode, UsageError, VerifierError
-from verifier.findings import Report
+from verifier.findings import Kind, Report
 from verifier.manifest import DEFAULT_MAX_MANIFEST_BYTES
 from verifier.metrics_output import DEFAULT_JOB, MetricsOutput
 from verifier.options import (
@@ -33,7 +33,13 @@ from verifier.options import (
     TextfileOpt,
     Verbose,
 )
-from verifier.plugin import parse_images, registries_of, settings_from_env, verify_images
+from verifier.plugin import (
+    parse_images,
+    registries_of,
+    settings_from_env,
+    settings_help,
+    verify_images,
+)
 from verifier.progress import ScanProgress
 from verifier.reference import ImageReference, parse_reference, parse_registry
 from verifier.reporters import Format, write_report
@@ -51,50 +57,64 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    # Plain help: rich markup would eat every "[default: ...]" written in a help text, and the
+    # docs show this help verbatim (tests/test_help.py regenerates it).
+    rich_markup_mode=None,
 )
 
 # Options shared by every HTTP command, declared once.
 PlainHttp = Annotated[bool, typer.Option("--plain-http", help="Talk HTTP, not HTTPS.")]
 Insecure = Annotated[bool, typer.Option("--insecure", help="Skip TLS certificate verification.")]
-CaCert = Annotated[Path | None, typer.Option("--ca-cert", help="PEM file of CA(s) to trust.")]
-Username = Annotated[str | None, typer.Option("--username", "-u", help="Registry username.")]
+CaCert = Annotated[Path | None, typer.Option("--ca-cert", metavar="FILE",
+                                             help="PEM file of CA(s) to trust.")]
+Username = Annotated[str | None, typer.Option("--username", "-u", metavar="NAME",
+                                              help="Registry username.")]
 PasswordStdin = Annotated[
     bool, typer.Option("--password-stdin", help="Read the password from standard input.")
 ]
 Concurrency = Annotated[
-    int, typer.Option("--concurrency", min=1, max=256, help="Requests in flight at most.")
+    int, typer.Option("--concurrency", min=1, max=256, metavar="N",
+                      help="Requests in flight at most.")
 ]
 Deep = Annotated[bool, typer.Option("--deep", help="Stream every blob and check its sha256.")]
-Timeout = Annotated[float, typer.Option("--timeout", min=0.1, help="Per-request timeout (s).")]
-Retries = Annotated[int, typer.Option("--retries", min=0, max=20, help="Retries per request.")]
+Timeout = Annotated[float, typer.Option("--timeout", min=0.1, metavar="SECONDS",
+                                        help="Per-request timeout.")]
+Retries = Annotated[int, typer.Option("--retries", min=0, max=20, metavar="N",
+                                      help="Retries per request for transient failures.")]
 Deadline = Annotated[
-    float | None, typer.Option("--deadline", min=1, help="Give up retrying after this many s.")
+    float | None,
+    typer.Option("--deadline", min=1, metavar="SECONDS",
+                 help="Stop retrying once the run is this old [default: none]."),
 ]
 MaxManifest = Annotated[
-    int, typer.Option("--max-manifest-bytes", min=1024, help="Refuse manifests above this size.")
+    int, typer.Option("--max-manifest-bytes", min=1024, metavar="BYTES",
+                      help="Refuse manifests above this size.")
 ]
 # Registry cost per blob and repeat scans (docs/performance.md).
 BlobProbeOpt = Annotated[
     BlobProbe,
-    typer.Option("--blob-probe", help="How a blob is proved servable without --deep: 'range' "
-                 "(one ranged GET of the last byte; catches every defect HEAD+range does) or "
-                 "'head+range' (HEAD, then the ranged GET)."),
+    typer.Option("--blob-probe", metavar="range|head+range",
+                 help="How a blob is proved servable without --deep: 'range' "
+                      "(one ranged GET of the last byte; catches every defect HEAD+range does) or "
+                      "'head+range' (HEAD, then the ranged GET)."),
 ]
 CacheDir = Annotated[
     Path | None,
-    typer.Option("--cache-dir", help="Keep manifests here across runs (keyed by digest, "
-                 "verified on read): a known manifest is checked with a HEAD instead of a GET. "
-                 "Blobs are checked every run."),
+    typer.Option("--cache-dir", metavar="DIR",
+                 help="Keep manifests here across runs (keyed by digest, verified on read): a "
+                      "known manifest is checked with a HEAD instead of a GET. Blobs are "
+                      "checked every run."),
 ]
 MaxBrokenSeries = Annotated[
     int,
-    typer.Option("--max-broken-series", min=0,
+    typer.Option("--max-broken-series", min=0, metavar="N",
                  help="At most this many regverify_image_broken series; the rest is counted."),
 ]
 Settle = Annotated[
     float,
-    typer.Option("--settle", min=0, max=3600, help="Re-verify a not-found verdict for up to "
-                 "this many seconds (eventually consistent storage right after a push)."),
+    typer.Option("--settle", min=0, max=3600, metavar="SECONDS",
+                 help="Re-verify a not-found verdict for up to "
+                      "this many seconds (eventually consistent storage right after a push)."),
 ]
 
 
@@ -103,16 +123,42 @@ def _fail(message: str, code: ExitCode) -> typer.Exit:
     return typer.Exit(int(code))
 
 
+def credentials_note(host: str, credentials: Credentials | None, source: str | None) -> str:
+    """Whether credentials went to `host` and where they came from: the next step after a 401."""
+    if credentials is None:
+        return f"no credentials were sent to {host}: none were found for it"
+    if source is None:
+        from_env = ("REGVERIFY_USERNAME" in os.environ and "REGVERIFY_PASSWORD" in os.environ)
+        source = ("REGVERIFY_USERNAME and REGVERIFY_PASSWORD" if from_env
+                  else f"the Docker config {docker_config_path()}")
+    return (f"credentials for user {credentials.username!r} were sent to {host} (from {source}) "
+            "and refused: check them, and that this user may pull these repositories")
+
+
+def with_auth_note(report: Report, note: str | None) -> Report:
+    """Attach `note` to every auth_failed finding as a next step (the human report prints it)."""
+    if note is not None:
+        report.findings = [
+            replace(f, details={**f.details,
+                                "next_steps": [*f.details.get("next_steps", []), note]})
+            if f.kind is Kind.AUTH_FAILED else f
+            for f in report.findings
+        ]
+    return report
+
+
 def run_command(body: Callable[[], Coroutine[Any, Any, Report]], fmt: Format,
-                output: Path | None, verbose: bool, metrics: MetricsOutput | None = None) -> None:
+                output: Path | None, verbose: bool, metrics: MetricsOutput | None = None,
+                auth_note: str | None = None) -> None:
     """Run a coroutine producing a Report, write it, exit with its code (or the error's).
 
     With `metrics`, the metrics outputs (`--textfile`, `--pushgateway`) record the run too,
     including a run that raised: that is when `regverify_catalog_accessible 0` matters most.
+    `auth_note` (see `credentials_note`) goes on every auth_failed finding.
     """
     started = time.monotonic()
     try:
-        report = eventloop.run(body())
+        report = with_auth_note(eventloop.run(body()), auth_note)
     except VerifierError as exc:
         if verbose:
             traceback.print_exc()
@@ -221,14 +267,27 @@ def build_run_options(
     )
 
 
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"regverify {__version__}")
+        raise typer.Exit(0)
+
+
 @app.callback()
-def root() -> None:
+def root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_show_version, is_eager=True,
+                     help="Print the version and exit."),
+    ] = False,
+) -> None:
     """Exit codes: 0 clean, 1 defects found, 2 usage or bad input, 3 could not complete."""
 
 
 @app.command("image")
 def image_command(
-    reference: Annotated[str, typer.Argument(help="host[:port]/repo[:tag][@digest]")],
+    reference: Annotated[str, typer.Argument(metavar="REFERENCE",
+                                              help="host[:port]/repo[:tag][@digest]")],
     plain_http: PlainHttp = False,
     insecure: Insecure = False,
     ca_cert: CaCert = None,
@@ -268,30 +327,37 @@ def image_command(
         typer.echo(f"verifying {ref} ...", err=True)
     metrics = metrics_output(Identity(ref.registry, "image"), textfile, pushgateway, push_job,
                              max_broken_series)
+    note = credentials_note(ref.api_host, options.credentials,
+                            "--username and --password-stdin" if username else None)
     run_command(lambda: verify_settled(lambda: verify_image(ref, options), settle),
-                fmt, output, verbose, metrics)
+                fmt, output, verbose, metrics, note)
 
 
 RepoGlobs = Annotated[
     list[str] | None,
-    typer.Option("--repo", help="Only repositories matching this glob (repeatable). A plain "
-                 "name is also scanned when the catalog is refused or not read."),
+    typer.Option("--repo", metavar="GLOB",
+                 help="Only repositories matching this glob (repeatable). A plain "
+                      "name is also scanned when the catalog is refused or not read."),
 ]
 ExcludeRepoGlobs = Annotated[
     list[str] | None,
-    typer.Option("--exclude-repo", help="Skip repositories matching this glob (repeatable)."),
+    typer.Option("--exclude-repo", metavar="GLOB",
+                 help="Skip repositories matching this glob (repeatable)."),
 ]
 TagGlobs = Annotated[
-    list[str] | None, typer.Option("--tag", help="Only tags matching this glob (repeatable).")
+    list[str] | None, typer.Option("--tag", metavar="GLOB",
+                                   help="Only tags matching this glob (repeatable).")
 ]
 ExcludeTagGlobs = Annotated[
     list[str] | None,
-    typer.Option("--exclude-tag", help="Skip tags matching this glob (repeatable)."),
+    typer.Option("--exclude-tag", metavar="GLOB",
+                 help="Skip tags matching this glob (repeatable)."),
 ]
 ReposFrom = Annotated[
     Path | None,
-    typer.Option("--repos-from", help="File of repository names, one a line; each acts as "
-                 "--repo NAME."),
+    typer.Option("--repos-from", metavar="FILE",
+                 help="File of repository names, one a line; each acts as "
+                      "--repo NAME."),
 ]
 NoCatalog = Annotated[
     bool,
@@ -300,17 +366,20 @@ NoCatalog = Annotated[
 ]
 ShardOpt = Annotated[
     str | None,
-    typer.Option("--shard", help="I/N: scan only slice I (0-based) of N; auto/N takes I from "
-                 "$JOB_COMPLETION_INDEX."),
+    typer.Option("--shard", metavar="I/N",
+                 help="I/N: scan only slice I (0-based) of N; auto/N takes I from "
+                      "$JOB_COMPLETION_INDEX."),
 ]
 MaxRps = Annotated[
-    float | None, typer.Option("--max-rps", min=0.1, help="At most this many requests a second.")
+    float | None, typer.Option("--max-rps", min=0.1, metavar="R",
+                               help="At most this many requests a second.")
 ]
 
 
 @app.command("scan")
 def scan_command(
-    registry: Annotated[str, typer.Argument(help="host[:port] of the registry to scan")],
+    registry: Annotated[str, typer.Argument(metavar="REGISTRY",
+                                             help="host[:port] of the registry to scan")],
     repo: RepoGlobs = None,
     exclude_repo: ExcludeRepoGlobs = None,
     tag: TagGlobs = None,
@@ -358,19 +427,23 @@ def scan_command(
     progress = ScanProgress(host)  # draws only when stderr is a terminal
     metrics = metrics_output(Identity(host, "scan", str(scan.shard) if scan.shard else None),
                              textfile, pushgateway, push_job, max_broken_series)
+    note = credentials_note(host, options.credentials,
+                            "--username and --password-stdin" if username else None)
     run_command(lambda: verify_registry(host, options, scan, progress), fmt, output, verbose,
-                metrics)
+                metrics, note)
 
 
-#: `serve` defaults: a scan every 15 minutes (issue 5), metrics on loopback unless told.
+#: `serve` defaults: a scan every 15 minutes, metrics on loopback unless told.
 DEFAULT_INTERVAL = "15m"
 DEFAULT_LISTEN = "127.0.0.1:9731"
 Interval = Annotated[
-    str, typer.Option("--interval", help="Time between scan starts: 15m, 90s, 1h30m or seconds.")
+    str, typer.Option("--interval", metavar="DURATION",
+                      help="Time between scan starts: 15m, 90s, 1h30m or seconds.")
 ]
 Listen = Annotated[
-    str, typer.Option("--listen", help="HOST:PORT for /metrics and /healthz (:PORT: every "
-                      "interface).")
+    str, typer.Option("--listen", metavar="HOST:PORT",
+                      help="HOST:PORT for /metrics and /healthz (:PORT: every "
+                           "interface).")
 ]
 
 
@@ -394,7 +467,8 @@ def build_scan_options(repo: list[str] | None, exclude_repo: list[str] | None,
 
 @app.command("serve")
 def serve_command(
-    registry: Annotated[str, typer.Argument(help="host[:port] of the registry to scan")],
+    registry: Annotated[str, typer.Argument(metavar="REGISTRY",
+                                             help="host[:port] of the registry to scan")],
     interval: Interval = DEFAULT_INTERVAL,
     listen: Listen = DEFAULT_LISTEN,
     repo: RepoGlobs = None,
@@ -456,11 +530,11 @@ def serve_command(
         raise _fail(str(exc), exc.exit_code) from None
 
 
-@app.command("plugin")
+@app.command("plugin", epilog=settings_help())
 def plugin_command(
     settle: Annotated[
         float | None,
-        typer.Option("--settle", min=0, max=3600,
+        typer.Option("--settle", min=0, max=3600, metavar="SECONDS",
                      help="Re-verify a not-found verdict for up to this many seconds "
                      f"[default: $PLUGIN_SETTLE or {PLUGIN_DEFAULT_SETTLE:g}]."),
     ] = None,
@@ -491,15 +565,20 @@ def plugin_command(
         raise _fail(str(exc), exc.exit_code) from None
     metrics = metrics_output(Identity(registries_of(refs), "image"), settings.textfile,
                              settings.pushgateway, settings.push_job, DEFAULT_MAX_BROKEN_SERIES)
+    note = "; ".join(
+        credentials_note(host, host_options.credentials,
+                         "PLUGIN_USERNAME and PLUGIN_PASSWORD" if settings.username else None)
+        for host, host_options in options.items())
     run_command(
         lambda: verify_images(refs, lambda ref: verify_image(ref, options[ref.api_host]),
                               settings.settle),
-        settings.fmt, settings.output, verbose, metrics,
+        settings.fmt, settings.output, verbose, metrics, note,
     )
 
 
 # Filesystem mode: `regverify fs scan|fix|restore` (verifier/storage/cli.py).
 gc_cli.register(fs_app)
+fs_app.rich_markup_mode = None  # plain help, as for the HTTP commands (see `app`)
 app.add_typer(fs_app, name="fs")
 
 

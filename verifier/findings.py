@@ -47,6 +47,8 @@ class Kind(StrEnum):
     UNREADABLE_FILE = "unreadable_file"
     UNEXPECTED_SYMLINK = "unexpected_symlink"
     RESTORE_CONFLICT = "restore_conflict"
+    IMAGE_BLOB_MISSING = "image_blob_missing"
+    LAYER_LINK_MISSING = "layer_link_missing"
     # gc preview (issue: gc-preview)
     GC_WOULD_BREAK = "gc_would_break"
     GC_WOULD_DELETE_REFERENCED = "gc_would_delete_referenced"

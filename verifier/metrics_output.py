@@ -1,6 +1,6 @@
 """Where a run's metrics go besides stdout: a node_exporter textfile and a Pushgateway.
 
-Both are written after every run, including one that could not complete (issue 5: that is
+Both are written after every run, including one that could not complete (that is
 when `regverify_catalog_accessible 0` matters most). The rules, shared with `regverify serve`:
 
 - a run that verified everything replaces every series;

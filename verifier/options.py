@@ -13,17 +13,24 @@ import typer
 from verifier.reporters import Format
 
 FormatOpt = Annotated[Format, typer.Option("--format", "-f", help="Report format.")]
-OutputOpt = Annotated[Path | None, typer.Option("--output", "-o", help="Write the report here.")]
+OutputOpt = Annotated[
+    Path | None,
+    typer.Option("--output", "-o", metavar="FILE",
+                 help="Write the report here (atomically) [default: stdout]."),
+]
 Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Tracebacks on errors.")]
 # Metrics outputs, on every command (docs/monitoring.md).
 TextfileOpt = Annotated[
     Path | None,
-    typer.Option("--textfile", help="Also write Prometheus metrics to this file, atomically "
-                 "(node_exporter textfile collector), even when the run cannot complete."),
+    typer.Option("--textfile", metavar="FILE",
+                 help="Also write Prometheus metrics to this file, atomically "
+                      "(node_exporter textfile collector), even when the run cannot complete."),
 ]
 PushgatewayOpt = Annotated[
     str | None,
-    typer.Option("--pushgateway", help="Also push Prometheus metrics to this Pushgateway URL "
-                 "(grouping key: registry, mode, and shard)."),
+    typer.Option("--pushgateway", metavar="URL",
+                 help="Also push Prometheus metrics to this Pushgateway URL "
+                      "(grouping key: registry, mode, and shard)."),
 ]
-PushJobOpt = Annotated[str, typer.Option("--push-job", help="Pushgateway job name.")]
+PushJobOpt = Annotated[str, typer.Option("--push-job", metavar="NAME",
+                                         help="Pushgateway job name.")]

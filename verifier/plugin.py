@@ -96,13 +96,41 @@ def _image_list(env: Mapping[str, str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(images))
 
 
-#: Every setting, as its `PLUGIN_*` suffix. A misspelt setting must fail the step, not be
-#: silently ignored (a missing `plain_http` would quietly change what is verified).
-KNOWN_SETTINGS = frozenset({
-    "IMAGE", "REPO", "TAGS", "USERNAME", "PASSWORD", "PLAIN_HTTP", "INSECURE", "CA_CERT", "DEEP",
-    "FORMAT", "OUTPUT", "RETRIES", "TIMEOUT", "CONCURRENCY", "SETTLE", "TEXTFILE", "PUSHGATEWAY",
-    "PUSH_JOB",
-})
+#: Every setting: its `PLUGIN_*` suffix, what it means, its default. `plugin --help` prints
+#: this table, and a misspelt setting must fail the step, not be silently ignored (a missing
+#: `plain_http` would quietly change what is verified).
+SETTINGS: tuple[tuple[str, str, str], ...] = (
+    ("IMAGE", "image reference(s) to verify, comma-separated", "required unless REPO"),
+    ("REPO", "repository, as the docker-buildx plugin takes it; with TAGS", "none"),
+    ("TAGS", "tags of REPO, comma-separated", "latest"),
+    ("USERNAME", "registry username (with PASSWORD; use from_secret)", "none"),
+    ("PASSWORD", "registry password or token (with USERNAME)", "none"),
+    ("PLAIN_HTTP", "talk HTTP, not HTTPS (true/false, 1/0, yes/no)", "false"),
+    ("INSECURE", "skip TLS certificate verification", "false"),
+    ("CA_CERT", "PEM file of CA(s) to trust", "system CAs"),
+    ("DEEP", "stream every blob and check its sha256", "false"),
+    ("FORMAT", "report format: human, json, junit, prometheus", "human"),
+    ("OUTPUT", "write the report to this file", "stdout"),
+    ("RETRIES", "retries per request for transient failures (0-20)", "4"),
+    ("TIMEOUT", "per-request timeout in seconds", "30"),
+    ("CONCURRENCY", "requests in flight at most (1-256)", "8"),
+    ("SETTLE", "re-verify a not-found verdict for up to this many seconds",
+     f"{PLUGIN_DEFAULT_SETTLE:g}"),
+    ("TEXTFILE", "also write Prometheus metrics to this file", "none"),
+    ("PUSHGATEWAY", "also push Prometheus metrics to this Pushgateway URL", "none"),
+    ("PUSH_JOB", "Pushgateway job name", "regverify"),
+)
+KNOWN_SETTINGS = frozenset(name for name, _, _ in SETTINGS)
+
+
+def settings_help() -> str:
+    """The settings table shown by `regverify plugin --help`."""
+    width = max(len(f"PLUGIN_{name}") for name, _, _ in SETTINGS)
+    rows = [f"  {'PLUGIN_' + name:<{width}}  {meaning} [default: {default}]"
+            for name, meaning, default in SETTINGS]
+    # \b keeps click from re-wrapping the table into one paragraph.
+    return ("Settings (Woodpecker passes each `settings:` key as PLUGIN_<KEY>; an unknown "
+            "PLUGIN_* variable is a usage error):\n\n\b\n" + "\n".join(rows))
 
 
 def settings_from_env(env: Mapping[str, str]) -> PluginSettings:

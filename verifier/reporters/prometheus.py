@@ -16,6 +16,7 @@ Three callers build on the same families:
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -25,8 +26,9 @@ from prometheus_client.registry import Collector
 
 from verifier.findings import ImageStatus, Kind, Report
 
-#: At most this many `regverify_image_broken` series: a registry-wide catastrophe must not
-#: become a cardinality explosion in Prometheus (issue 5). The rest is counted, not listed.
+#: At most this many `regverify_image_broken` (or `regverify_fs_repository_defects`) series: a
+#: registry-wide catastrophe must not become a cardinality explosion in Prometheus. The rest is
+#: counted, not listed.
 DEFAULT_MAX_BROKEN_SERIES = 500
 
 LAST_RUN = "regverify_last_run_timestamp_seconds"
@@ -42,13 +44,15 @@ IMAGE_BROKEN_TRUNCATED = "regverify_image_broken_truncated"
 REQUESTS = "regverify_requests"
 FS_ORPHAN_LAYER_LINKS = "regverify_fs_orphan_layer_links"
 FS_ORPHAN_INDEX_CHILDREN = "regverify_fs_orphan_index_children"
+FS_REPOSITORY_DEFECTS = "regverify_fs_repository_defects"
+FS_REPOSITORY_DEFECTS_TRUNCATED = "regverify_fs_repository_defects_truncated"
 
 #: Every family a run can produce, in exposition order. Only these are carried forward from an
 #: earlier textfile, so a stray file never smuggles foreign series into ours.
 RUN_FAMILIES: tuple[str, ...] = (
     LAST_RUN, LAST_SUCCESS, RUN_DURATION, CATALOG_ACCESSIBLE, IMAGES_CHECKED, IMAGES_BROKEN,
     DEFECTS, IMAGE_BROKEN, IMAGE_BROKEN_TRUNCATED, REQUESTS, FS_ORPHAN_LAYER_LINKS,
-    FS_ORPHAN_INDEX_CHILDREN,
+    FS_ORPHAN_INDEX_CHILDREN, FS_REPOSITORY_DEFECTS, FS_REPOSITORY_DEFECTS_TRUNCATED,
 )
 
 _HELP = {
@@ -68,6 +72,10 @@ _HELP = {
     FS_ORPHAN_LAYER_LINKS: "Layer links whose blob data is missing, found by the last fs run.",
     FS_ORPHAN_INDEX_CHILDREN: "Index children whose revision link is missing, found by the last "
                               "fs run.",
+    FS_REPOSITORY_DEFECTS: "Defects the last fs run found, per repository and kind (capped; see "
+                           "regverify_fs_repository_defects_truncated).",
+    FS_REPOSITORY_DEFECTS_TRUNCATED: "(repository, kind) pairs left out of "
+                                     "regverify_fs_repository_defects by the series cap.",
 }
 
 
@@ -218,7 +226,21 @@ def report_families(
                           by_kind.get(str(Kind.ORPHAN_LAYER_LINK), 0)))
         out.append(_gauge(FS_ORPHAN_INDEX_CHILDREN, identity,
                           by_kind.get(str(Kind.ORPHAN_INDEX_CHILD), 0)))
+        out.extend(_repository_defects(report, identity, max_broken_series))
     return out
+
+
+def _repository_defects(report: Report, identity: Identity, cap: int) -> list[Metric]:
+    """Where the storage is damaged: defects per (repository, kind), so an alert can say which
+    repositories to look at. Sorted, capped like the broken-image list."""
+    counts = Counter((f.repository, str(f.kind)) for f in report.defects if f.repository)
+    names, values = identity.label_names, identity.label_values
+    family = GaugeMetricFamily(FS_REPOSITORY_DEFECTS, _HELP[FS_REPOSITORY_DEFECTS],
+                               labels=[*names, "repository", "kind"])
+    listed = sorted(counts.items())[:max(0, cap)]
+    for (repository, kind), count in listed:
+        family.add_metric([*values, repository, kind], count)
+    return [family, _gauge(FS_REPOSITORY_DEFECTS_TRUNCATED, identity, len(counts) - len(listed))]
 
 
 def failure_families(identity: Identity, *, ended: float, duration: float) -> list[Metric]:

@@ -220,6 +220,14 @@ def fix_command(
             help="Recreate a child's missing revision link when that is provably lossless.",
         ),
     ] = False,
+    relink_layers: Annotated[
+        bool,
+        typer.Option(
+            "--relink-layers",
+            help="Recreate a repository's missing layer link to a blob a tag needs, when the "
+            "blob's data is present.",
+        ),
+    ] = False,
     force: Annotated[
         bool,
         typer.Option("--force", help="Act even when more than --max-orphan-share look orphaned."),
@@ -240,7 +248,7 @@ def fix_command(
     pushgateway: PushgatewayOpt = None,
     push_job: PushJobOpt = DEFAULT_JOB,
 ) -> None:
-    """Quarantine orphan layer links (journaled, restorable); never delete anything."""
+    """Quarantine orphan layer links, relink what is provably lossless; never delete."""
 
     def body() -> Report:
         from verifier.storage.repair import FixOptions, fix_storage
@@ -250,7 +258,9 @@ def fix_command(
         return fix_storage(
             layout,
             ScanOptions(verify_digests, frozenset(proxy_cache or [])),
-            FixOptions(quarantine, relink_index_children, force, max_orphan_share),
+            FixOptions(
+                quarantine, relink_index_children, force, max_orphan_share, relink_layers
+            ),
             _progress() if verify_digests else None,
         )
 
@@ -261,13 +271,21 @@ def fix_command(
 def restore_command(
     run_dir: Annotated[
         Path,
-        typer.Argument(help="A quarantine run folder (holds journal.jsonl).", show_default=False),
+        typer.Argument(
+            help="The --quarantine folder of fs fix (every run in it, newest first) or one "
+            "run folder in it (holds journal.jsonl).",
+            show_default=False,
+        ),
     ],
+    run: Annotated[
+        str | None,
+        typer.Option("--run", help="Only this run folder of the quarantine folder (its name)."),
+    ] = None,
     fmt: FormatOpt = Format.HUMAN,
     output: OutputOpt = None,
     verbose: Verbose = False,
 ) -> None:
-    """Put back everything one `fs fix` run moved or created, from its journal."""
+    """Put back everything `fs fix` moved or created, from its journals; says how many."""
     from verifier.storage.repair import restore_quarantine
 
-    _run(lambda: restore_quarantine(run_dir), fmt, output, verbose)
+    _run(lambda: restore_quarantine(run_dir, run), fmt, output, verbose)

@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import errno
 import fcntl
 import hashlib
 import json
 import os
 import stat
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -44,7 +44,18 @@ from verifier.manifest import (
     sha256_digest,
 )
 from verifier.storage.defaults import DEFAULT_MAX_ORPHAN_SHARE
-from verifier.storage.fsio import ReadFailure, read_link_file, read_regular_file
+from verifier.storage.fsio import (
+    TMP_SUFFIX,
+    ReadFailure,
+    SourceChanged,
+    fsync_dir,
+    move_preserving,
+    read_link_file,
+    read_regular_file,
+    rename_noreplace,
+    same_file_state,
+)
+from verifier.storage.images import rebuild_steps
 from verifier.storage.layout import (
     V2_PARTS,
     Digest,
@@ -98,6 +109,8 @@ class FixOptions:
     relink_index_children: bool = False
     force: bool = False
     max_orphan_share: float = DEFAULT_MAX_ORPHAN_SHARE
+    #: Recreate a missing `_layers` link of a blob a tag needs when its data is present.
+    relink_layers: bool = False
 
 
 def default_quarantine_root(base: Path) -> Path:
@@ -133,6 +146,14 @@ def check_safety_rails(result: ScanResult, *, force: bool, max_orphan_share: flo
     overridden: list[str] = []
     for s in result.stats:
         label = s.name or str(result.layout.base)
+        if s.blob_gaps:
+            more = f" and {len(s.blob_gaps) - 1} more" if len(s.blob_gaps) > 1 else ""
+            refusals.append(
+                f"registry {label}: its blob listing is incomplete (cannot read "
+                f"{s.blob_gaps[0]}{more}), so a link whose blob might exist cannot be told from "
+                "an orphan; fix access and rerun; not overridable by --force"
+            )
+            continue
         if s.blob_store in (BlobStoreState.MISSING, BlobStoreState.EMPTY) and s.links:
             refusals.append(
                 f"registry {label}: blob store is {s.blob_store} while {s.links} links exist "
@@ -153,31 +174,57 @@ def check_safety_rails(result: ScanResult, *, force: bool, max_orphan_share: flo
 
 
 class FixLock:
-    """An exclusive ``flock`` on ``BASE/.regverify.lock``; released by the kernel if we die."""
+    """An exclusive ``flock`` on ``ROOT/.regverify.lock`` of every registry root acted on.
 
-    def __init__(self, base: Path) -> None:
-        self.path = base / LOCK_NAME
-        self._fd: int | None = None
+    Each root is taken by its real path, so two spellings of one store (a multi-registry base
+    and one of its registries given as a single root, or a path through a symlink) exclude
+    each other. Released by the kernel if we die.
+    """
+
+    def __init__(self, *roots: Path) -> None:
+        real = sorted({Path(os.path.realpath(r)) for r in roots})
+        self.paths = [r / LOCK_NAME for r in real]
+        self._fds: list[int] = []
+
+    @property
+    def path(self) -> Path:
+        """The first lock file (all of them when several registries are locked)."""
+        return self.paths[0]
 
     def __enter__(self) -> FixLock:
+        try:
+            for path in self.paths:
+                self._fds.append(self._take(path))
+        except BaseException:
+            self._release()
+            raise
+        return self
+
+    @staticmethod
+    def _take(path: Path) -> int:
         flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
         try:
-            fd = os.open(self.path, flags, 0o644)
+            fd = os.open(path, flags, 0o644)
         except OSError as exc:
-            raise SafetyRefusal(f"cannot open lock file {self.path}: {exc.strerror}") from exc
+            raise SafetyRefusal(f"cannot open lock file {path}: {exc.strerror}") from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.read(fd, 200).decode("utf-8", "replace").strip()
             os.close(fd)
             raise SafetyRefusal(
-                f"another regverify fs fix/restore holds {self.path} ({holder or 'unknown'}); "
+                f"another regverify fs fix/restore holds {path} ({holder or 'unknown'}); "
                 "nothing was changed"
             ) from None
         os.ftruncate(fd, 0)
         os.write(fd, f"pid {os.getpid()} since {_now_iso()}\n".encode())
-        self._fd = fd
-        return self
+        return fd
+
+    def _release(self) -> None:
+        for fd in self._fds:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+        self._fds = []
 
     def __exit__(
         self,
@@ -185,10 +232,14 @@ class FixLock:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._fd is not None:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-            os.close(self._fd)
-            self._fd = None
+        self._release()
+
+
+def layout_lock(layout: StorageLayout) -> FixLock:
+    """The lock over every registry root of `layout`."""
+    return FixLock(*(r.root for r in layout.registries)) if layout.registries else FixLock(
+        layout.base
+    )
 
 
 # --- journal ---------------------------------------------------------------------------------
@@ -269,7 +320,11 @@ def _match_owner(path: Path, like: Path) -> None:
 
 
 def _make_dirs(base: Path, directory: Path) -> list[Path]:
-    """Create `directory` and missing parents (real folders, inside base); return those made."""
+    """Create `directory` and missing parents (real folders, inside base); return those made.
+
+    Each new folder gets its parent's mode (and, as root, owner), whatever the umask: a
+    registry running as another user must still read what we put back.
+    """
     assert_no_symlinks(base, directory)
     missing: list[Path] = []
     current = directory
@@ -279,36 +334,42 @@ def _make_dirs(base: Path, directory: Path) -> list[Path]:
     made: list[Path] = []
     for d in reversed(missing):
         relative_inside(base, d)
-        os.mkdir(d, 0o755)
+        os.mkdir(d, 0o700)
+        with contextlib.suppress(OSError):
+            os.chmod(d, stat.S_IMODE(os.lstat(d.parent).st_mode), follow_symlinks=False)
         _match_owner(d, d.parent)
         made.append(d)
     return made
 
 
 def _move_file(src: Path, dst: Path) -> None:
-    """rename(2); across filesystems copy, fsync, then unlink the source (never a bare delete)."""
+    """Move a link file keeping everything: a rename on one filesystem; across filesystems a
+    copy with mode, owner, times and xattrs, fsynced with its folder before the source goes."""
+    move_preserving(str(src), str(dst))
+
+
+def write_link(target: Path, content: bytes) -> None:
+    """Create a link file as distribution would (mode 0644 whatever the umask, the folder's
+    owner as root), crash-safe: a complete temporary file renamed into place, never replacing."""
+    tmp = Path(str(target) + TMP_SUFFIX)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)  # left by a run that was killed
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(tmp, flags, 0o600)
     try:
-        os.rename(src, dst)
-        return
-    except OSError as exc:
-        if exc.errno != errno.EXDEV:
-            raise
-    data = read_regular_file(str(src), 1 << 30)
-    if isinstance(data, ReadFailure):
-        raise OSError(errno.EIO, f"cannot read {src}: {data.detail}")
-    st = os.lstat(src)
-    fd = os.open(
-        dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, stat.S_IMODE(st.st_mode)
-    )
-    try:
-        os.write(fd, data)
+        os.write(fd, content)
+        os.fchmod(fd, 0o644)
         os.fsync(fd)
     finally:
         os.close(fd)
-    os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
-    if os.geteuid() == 0:
-        os.chown(dst, st.st_uid, st.st_gid, follow_symlinks=False)
-    os.unlink(src)
+    _match_owner(tmp, target.parent)
+    try:
+        rename_noreplace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    fsync_dir(target.parent)
 
 
 def _is_regular(path: Path) -> bool:
@@ -316,6 +377,35 @@ def _is_regular(path: Path) -> bool:
         return stat.S_ISREG(os.lstat(path).st_mode)
     except OSError:
         return False
+
+
+def blob_might_exist(v2: Path, digest: Digest) -> str | None:
+    """None only when the blob's data provably does not exist; else why it might.
+
+    Follows symlinks as distribution does. Any error other than ENOENT (a permission error,
+    an I/O error, ENOTDIR) counts as "exists"; so does a symlink on the way whose target is
+    missing (a disk that is not mounted).
+    """
+    data = blob_data_path(v2, digest)
+    try:
+        os.stat(data)
+        return "blob data exists"
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        return f"blob data cannot be examined ({exc.strerror or exc}): it might exist"
+    current = v2
+    for part in data.relative_to(v2).parts:
+        current = current / part
+        try:
+            mode = os.lstat(current).st_mode
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            return f"{current} cannot be examined ({exc.strerror or exc}): the blob might exist"
+        if stat.S_ISLNK(mode):
+            return f"{current} is a symlink whose target is missing: the blob might exist"
+    return None
 
 
 # --- fix -------------------------------------------------------------------------------------
@@ -347,9 +437,10 @@ def _recheck_orphan(base: Path, o: OrphanLink) -> str | None:
         return f"link no longer readable ({content.reason})"
     if check_link_content(content, digest_hex(o.digest)) is not None:
         return "link content changed since the scan"
-    if os.path.lexists(blob_data_path(o.registry.v2, o.digest)):
+    why = blob_might_exist(o.registry.v2, o.digest)
+    if why == "blob data exists":
         return "blob data reappeared since the scan"
-    return None
+    return why
 
 
 def _recheck_child(registry: RegistryStorage, repository: str, child: Digest) -> str | None:
@@ -445,7 +536,7 @@ def fix_storage(
     base = layout.base
     root = quarantine_root(base, options.quarantine)
     t0 = time.perf_counter()
-    with FixLock(base):
+    with layout_lock(layout):
         result = scan_storage(layout, scan_options, progress)
         report = result.report
         report.mode = "fs-fix"
@@ -467,10 +558,13 @@ def fix_storage(
         try:
             _quarantine_all(run, result.orphan_links, replaced, report)
             _relink_all(run, result.orphan_children, options, replaced, report)
+            _relink_layers(run, result.image_findings, options, replaced, report)
         finally:
             if run.journal is not None:
                 run.journal.close()
+    _follow_up_images(result, replaced)
     report.findings = [replaced.get(id(f), f) for f in report.findings]
+    _next_steps_note(report)
     if run.dir is not None:
         report.extra["quarantine"] = str(run.dir)
         report.extra["journal"] = str(run.dir / JOURNAL_NAME)
@@ -481,11 +575,66 @@ def fix_storage(
     report.notes.append(
         f"repairs: {report.counters['quarantined']} orphan layer link(s) quarantined, "
         f"{report.counters['relinked']} index child(ren) relinked, "
+        f"{report.counters['relinked_layers']} layer link(s) recreated, "
         f"{report.counters['repair_failed']} failed, {report.counters['skipped']} skipped; "
         f"{report.counters['unrepaired']} finding(s) still need a human"
     )
     report.duration_seconds = time.perf_counter() - t0
     return report
+
+
+def _follow_up_images(result: ScanResult, replaced: dict[int, Finding]) -> None:
+    """Images whose orphan links were just quarantined are still broken: say what is next."""
+    quarantined = {
+        (f.registry, f.repository, f.digest)
+        for f in replaced.values()
+        if f.kind is Kind.ORPHAN_LAYER_LINK and f.details.get("repaired")
+    }
+    registries = {r.name: r for r in result.layout.registries}
+    for f in result.image_findings:
+        if f.kind is not Kind.IMAGE_BLOB_MISSING:
+            continue
+        if (f.registry, f.repository, f.digest) not in quarantined:
+            registry = registries.get(f.registry or "")
+            digest = parse_digest(f.digest or "")
+            if registry is not None and digest is not None:
+                if blob_might_exist(registry.v2, digest) == "blob data exists":
+                    # Pushed again while we ran: what the scan saw is no longer true.
+                    replaced[id(f)] = _not_repaired(
+                        f, Severity.INFO, skipped="blob data reappeared since the scan"
+                    )
+            continue
+        tags = list(f.details.get("tags", []))
+        replaced[id(f)] = dataclasses.replace(
+            f,
+            message=f"{f.message}; its orphan layer link was quarantined, the image stays "
+            "broken until it is rebuilt",
+            details={
+                **f.details,
+                "linked": False,
+                "orphan_link_quarantined": True,
+                "next_steps": rebuild_steps(f.repository, tags, orphan_link=False),
+            },
+        )
+
+
+def _next_steps_note(report: Report) -> None:
+    """One note naming every tag that still cannot be pulled, and what to do about it."""
+    broken: dict[tuple[str, str], set[str]] = {}
+    for f in report.findings:
+        if f.is_defect and f.kind in (Kind.IMAGE_BLOB_MISSING, Kind.LAYER_LINK_MISSING):
+            broken.setdefault((f.registry or "", f.repository), set()).update(
+                f.details.get("tags", [])
+            )
+    if not broken:
+        return
+    refs = [f"{repo}:{t}" for (_, repo), tags in sorted(broken.items()) for t in sorted(tags)]
+    shown = ", ".join(refs[:10]) + (f" and {len(refs) - 10} more" if len(refs) > 10 else "")
+    report.notes.append(
+        f"still broken: {len(refs)} tag(s) cannot be pulled ({shown}); next steps: restart the "
+        "registry so its blob cache forgets the deleted data, then rebuild or re-push them "
+        "(a layer whose link alone is missing: fs fix --relink-layers)"
+    )
 
 
 def _quarantine_all(
@@ -506,6 +655,16 @@ def _quarantine_all(
             rel = relative_inside(base, o.path)
             dst = run.dir / TREE_DIRNAME / rel
             digest = _file_sha256(o.path)
+            try:
+                st = os.lstat(o.path)
+                meta: dict[str, Any] = {
+                    "mode": oct(stat.S_IMODE(st.st_mode)),
+                    "uid": st.st_uid,
+                    "gid": st.st_gid,
+                    "mtime_ns": st.st_mtime_ns,
+                }
+            except OSError:
+                meta = {}
             seq = journal.next_seq()
             journal.write(
                 {
@@ -521,24 +680,14 @@ def _quarantine_all(
                     "sha256": digest[0] if digest else None,
                     "size": digest[1] if digest else None,
                     "reason": o.finding.message,
+                    **meta,
                 }
             )
             planned.append((o, seq, dst))
         journal.sync()
         for o, seq, dst in planned:
             try:
-                reason = _recheck_orphan(base, o)
-                if reason is not None:
-                    journal.write(
-                        {"type": "outcome", "seq": seq, "result": "skipped", "detail": reason}
-                    )
-                    replaced[id(o.finding)] = _not_repaired(
-                        o.finding, Severity.INFO, skipped=reason
-                    )
-                    report.counters["skipped"] += 1
-                    continue
-                _make_dirs(run.dir, dst.parent)
-                _move_file(o.path, dst)
+                result, detail = _quarantine_one(run.dir, base, o, dst)
             except (OSError, ValueError) as exc:
                 journal.write(
                     {"type": "outcome", "seq": seq, "result": "failed", "detail": str(exc)}
@@ -546,7 +695,12 @@ def _quarantine_all(
                 replaced[id(o.finding)] = _not_repaired(o.finding, Severity.ERROR, error=str(exc))
                 report.counters["repair_failed"] += 1
                 continue
-            journal.write({"type": "outcome", "seq": seq, "result": "moved"})
+            outcome: dict[str, Any] = {"type": "outcome", "seq": seq, "result": result}
+            journal.write({**outcome, "detail": detail} if detail else outcome)
+            if result != "moved":
+                replaced[id(o.finding)] = _not_repaired(o.finding, Severity.INFO, skipped=detail)
+                report.counters["skipped"] += 1
+                continue
             replaced[id(o.finding)] = _repaired(
                 o.finding,
                 "quarantined",
@@ -558,6 +712,40 @@ def _quarantine_all(
         journal.sync()
 
 
+def _quarantine_one(run_dir: Path, base: Path, o: OrphanLink, dst: Path) -> tuple[str, str]:
+    """Move one orphan link into the quarantine, safe next to a live registry.
+
+    Moves only a link unchanged since its re-check, and puts it back when, after the move,
+    the link turns out to have changed or its blob's data appeared (a push that wrote it
+    meanwhile). Returns (``moved``/``skipped``/``put-back``, why).
+    """
+    reason = _recheck_orphan(base, o)
+    if reason is not None:
+        return "skipped", reason
+    before = os.lstat(o.path)
+    _make_dirs(run_dir, dst.parent)
+    try:
+        _move_file(o.path, dst)
+    except SourceChanged:
+        return "skipped", "link changed while it was being moved"
+    after = os.lstat(dst)
+    content = read_link_file(str(dst))
+    why = blob_might_exist(o.registry.v2, o.digest)
+    changed = not same_file_state(before, after) or (
+        isinstance(content, ReadFailure) or check_link_content(content, digest_hex(o.digest))
+    )
+    if not changed and why is None:
+        return "moved", ""
+    detail = "link changed during the move" if changed else f"during the move: {why}"
+    try:
+        assert_no_symlinks(base, o.path, include_last=False)
+        _move_file(dst, o.path)
+    except FileExistsError:
+        # The registry wrote the link again meanwhile: the store has its link, our copy stays.
+        return "put-back", f"{detail}; the registry rewrote the link, quarantined copy kept"
+    return "put-back", detail
+
+
 def _relink_all(
     run: _Run,
     children: list[OrphanChild],
@@ -565,7 +753,6 @@ def _relink_all(
     replaced: dict[int, Finding],
     report: Report,
 ) -> None:
-    base = run.base
     for child in children:
         if not child.relinkable:
             continue
@@ -580,59 +767,127 @@ def _relink_all(
                     },
                 )
             continue
-        journal = run.open()
-        assert run.dir is not None
-        target = child.link_path
-        seq = journal.next_seq()
-        try:
-            reason = _recheck_child(child.registry, child.repository, child.digest)
-            if reason is not None:
-                raise ValueError(reason)
-            rel = relative_inside(base, target)
-            assert_no_symlinks(base, target)
-            missing: list[Path] = []
-            d = target.parent
-            while not os.path.lexists(d):
-                missing.append(d)
-                d = d.parent
-            journal.write(
-                {
-                    "type": "relink",
-                    "seq": seq,
-                    "kind": str(Kind.ORPHAN_INDEX_CHILD),
-                    "registry": child.registry.name,
-                    "repository": child.repository,
-                    "digest": child.digest,
-                    "path": str(target),
-                    "relpath": rel.as_posix(),
-                    "content": child.digest,
-                    "created_dirs": [relative_inside(base, m).as_posix() for m in missing],
-                    "indexes": sorted({str(f.details.get("index")) for f in child.findings}),
-                }
-            )
-            journal.sync()
-            _make_dirs(base, target.parent)
-            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-            fd = os.open(target, flags, 0o644)
-            try:
-                os.write(fd, link_content(child.digest))
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            _match_owner(target, target.parent)
-        except (OSError, ValueError) as exc:
-            journal.write({"type": "outcome", "seq": seq, "result": "failed", "detail": str(exc)})
-            for f in child.findings:
-                replaced[id(f)] = _not_repaired(f, Severity.ERROR, error=str(exc))
-            report.counters["repair_failed"] += 1
+
+        def recheck(child: OrphanChild = child) -> str | None:
+            return _recheck_child(child.registry, child.repository, child.digest)
+
+        extra = {"indexes": sorted({str(f.details.get("index")) for f in child.findings})}
+        _relink_one(
+            run, child.registry, child.repository, child.digest, child.link_path,
+            Kind.ORPHAN_INDEX_CHILD, recheck, extra, child.findings, replaced, report,
+        )  # fmt: skip
+
+
+def _recheck_layer(registry: RegistryStorage, repository: str, digest: Digest) -> str | None:
+    """Right before writing a layer link: None if it is still missing and the data present."""
+    if os.path.lexists(layer_link_path(registry.v2, repository, digest)):
+        return "layer link reappeared since the scan"
+    try:
+        if not stat.S_ISREG(os.stat(blob_data_path(registry.v2, digest)).st_mode):
+            return "blob data is not a regular file"
+    except OSError as exc:
+        return f"blob data is gone or unreadable ({exc.strerror or exc})"
+    return None
+
+
+def _relink_layers(
+    run: _Run,
+    findings: list[Finding],
+    options: FixOptions,
+    replaced: dict[int, Finding],
+    report: Report,
+) -> None:
+    registries = {r.name: r for r in run.layout.registries}
+    for f in findings:
+        if f.kind is not Kind.LAYER_LINK_MISSING:
             continue
-        journal.write({"type": "outcome", "seq": seq, "result": "relinked"})
-        journal.sync()
-        for f in child.findings:
-            replaced[id(f)] = _repaired(
-                f, "relinked", action="relinked", journal=str(run.dir / JOURNAL_NAME)
+        if not options.relink_layers:
+            replaced[id(f)] = dataclasses.replace(
+                f,
+                details={
+                    **f.details,
+                    "repaired": False,
+                    "action": "relinkable: rerun fs fix with --relink-layers",
+                },
             )
-        report.counters["relinked"] += 1
+            continue
+        registry = registries[f.registry or ""]
+        digest = parse_digest(f.digest or "")
+        if digest is None:
+            continue
+
+        def recheck(
+            registry: RegistryStorage = registry, repo: str = f.repository, d: Digest = digest
+        ) -> str | None:
+            return _recheck_layer(registry, repo, d)
+
+        _relink_one(
+            run, registry, f.repository, digest, layer_link_path(registry.v2, f.repository, digest),
+            Kind.LAYER_LINK_MISSING, recheck, {"tags": f.details.get("tags", [])}, (f,),
+            replaced, report,
+        )  # fmt: skip
+
+
+def _relink_one(
+    run: _Run,
+    registry: RegistryStorage,
+    repository: str,
+    digest: Digest,
+    target: Path,
+    kind: Kind,
+    recheck: Callable[[], str | None],
+    extra: dict[str, Any],
+    findings: tuple[Finding, ...] | list[Finding],
+    replaced: dict[int, Finding],
+    report: Report,
+) -> None:
+    """Write one missing link, journaled (with the folders it creates) before it is written."""
+    base = run.base
+    journal = run.open()
+    assert run.dir is not None
+    seq = journal.next_seq()
+    try:
+        reason = recheck()
+        if reason is not None:
+            raise ValueError(reason)
+        rel = relative_inside(base, target)
+        assert_no_symlinks(base, target)
+        missing: list[Path] = []
+        d = target.parent
+        while not os.path.lexists(d):
+            missing.append(d)
+            d = d.parent
+        journal.write(
+            {
+                "type": "relink",
+                "seq": seq,
+                "kind": str(kind),
+                "registry": registry.name,
+                "repository": repository,
+                "digest": digest,
+                "path": str(target),
+                "relpath": rel.as_posix(),
+                "content": digest,
+                "created_dirs": [relative_inside(base, m).as_posix() for m in missing],
+                **extra,
+            }
+        )
+        journal.sync()
+        _make_dirs(base, target.parent)
+        write_link(target, link_content(digest))
+    except (OSError, ValueError) as exc:
+        journal.write({"type": "outcome", "seq": seq, "result": "failed", "detail": str(exc)})
+        for f in findings:
+            replaced[id(f)] = _not_repaired(f, Severity.ERROR, error=str(exc))
+        report.counters["repair_failed"] += 1
+        return
+    journal.write({"type": "outcome", "seq": seq, "result": "relinked"})
+    journal.sync()
+    for f in findings:
+        replaced[id(f)] = _repaired(
+            f, "relinked", action="relinked", journal=str(run.dir / JOURNAL_NAME)
+        )
+    report.counters["relinked_layers" if kind is Kind.LAYER_LINK_MISSING else "relinked"] += 1
 
 
 # --- restore ---------------------------------------------------------------------------------
@@ -677,7 +932,75 @@ def _restored(kind: str, message: str, path: Path, rec: dict[str, Any], **detail
     )
 
 
-def restore_quarantine(run_dir: Path) -> Report:
+def _run_sort_key(name: str) -> tuple[str, int]:
+    """Run folders are ``<UTC stamp>`` or ``<UTC stamp>-<n>`` (a second run in that second)."""
+    head, sep, n = name.rpartition("Z-")
+    if sep and n.isdigit():
+        return (head, int(n))
+    return (name.rstrip("Z"), 0)
+
+
+def find_runs(directory: Path, run: str | None = None) -> list[Path]:
+    """The run folders `directory` names, newest first: itself if it holds a journal, else
+    every run folder in it (a ``--quarantine`` folder); `run` picks one by name."""
+    directory = Path(os.path.abspath(directory))
+    if not directory.is_dir():
+        raise UsageError(f"{directory}: not a quarantine folder or run folder")
+    directory = directory.resolve()
+    if _is_regular(directory / JOURNAL_NAME):
+        if run is not None and run != directory.name:
+            raise UsageError(f"--run {run}: {directory} is itself the run {directory.name}")
+        return [directory]
+    try:
+        entries = sorted(os.scandir(directory), key=lambda e: _run_sort_key(e.name), reverse=True)
+    except OSError as exc:
+        raise UsageError(f"{directory}: cannot list: {exc.strerror}") from exc
+    runs = [
+        Path(e.path)
+        for e in entries
+        if e.is_dir(follow_symlinks=False) and _is_regular(Path(e.path) / JOURNAL_NAME)
+    ]
+    if run is not None:
+        runs = [r for r in runs if r.name == run]
+        if not runs:
+            raise UsageError(
+                f"--run {run}: no such run folder with a {JOURNAL_NAME} in {directory}"
+            )
+    if not runs:
+        raise UsageError(
+            f"{directory}: no {JOURNAL_NAME} here nor in any folder in it "
+            "(give the --quarantine folder of fs fix, or one run folder in it)"
+        )
+    return runs
+
+
+def restore_quarantine(directory: Path, run: str | None = None) -> Report:
+    """Undo `fs fix` runs: `directory` is one run folder or the ``--quarantine`` folder (every
+    run in it, newest first; `run` names one). Says how many links went back."""
+    t0 = time.perf_counter()
+    runs = find_runs(directory, run)
+    if len(runs) == 1:
+        report = restore_run(runs[0])
+    else:
+        report = Report(mode="fs-restore", target=str(directory), started_at=time.time())
+        for rd in runs:
+            one = restore_run(rd)
+            report.findings.extend(one.findings)
+            report.counters.update(one.counters)
+            report.notes.extend(f"{rd.name}: {n}" for n in one.notes)
+        report.extra["runs"] = [str(r) for r in runs]
+    report.counters["runs"] = len(runs)
+    c = report.counters
+    report.notes.append(
+        f"restore: put back {c['links_put_back']} link(s), removed {c['links_removed']} "
+        f"recreated link(s), {c['not_needed']} already in place, {c['conflict']} conflict(s), "
+        f"from {len(runs)} run(s)"
+    )
+    report.duration_seconds = time.perf_counter() - t0
+    return report
+
+
+def restore_run(run_dir: Path) -> Report:
     """Undo one `fs fix` run from its journal, newest action first; idempotent.
 
     A quarantined link goes back only where nothing is in the way; a link we created is moved
@@ -685,10 +1008,7 @@ def restore_quarantine(run_dir: Path) -> Report:
     Anything that does not match the journal is a `restore_conflict` finding (exit 1).
     """
     t0 = time.perf_counter()
-    run_dir = Path(os.path.abspath(run_dir))
-    if not run_dir.is_dir():
-        raise UsageError(f"{run_dir}: not a quarantine run folder")
-    run_dir = run_dir.resolve()
+    run_dir = Path(os.path.abspath(run_dir)).resolve()
     journal_path = run_dir / JOURNAL_NAME
     if not _is_regular(journal_path):
         raise UsageError(f"{run_dir}: no {JOURNAL_NAME} (is this a quarantine run folder?)")
@@ -715,7 +1035,7 @@ def restore_quarantine(run_dir: Path) -> Report:
         if r.get("type") == "restore" and r.get("result") in ("restored", "not-needed")
     }
     actions = [r for r in records if r.get("type") in ("quarantine", "relink")]
-    with FixLock(base):
+    with layout_lock(layout):
         journal = Journal(journal_path)
         try:
             for rec in sorted(actions, key=lambda r: -int(r.get("seq", 0) or 0)):
@@ -725,6 +1045,9 @@ def restore_quarantine(run_dir: Path) -> Report:
                 finding, result = _restore_one(base, run_dir, rec)
                 report.add(finding)
                 report.counters[result.replace("-", "_")] += 1
+                if result == "restored":
+                    key = "links_put_back" if rec["type"] == "quarantine" else "links_removed"
+                    report.counters[key] += 1
                 journal.write({"type": "restore", "seq": rec.get("seq"), "result": result})
         finally:
             journal.close()
@@ -759,29 +1082,28 @@ def _restore_quarantined(
     copy = run_dir / TREE_DIRNAME / rel
     assert_no_symlinks(run_dir, copy)
     want = rec.get("sha256")
-    have_copy = _file_sha256(copy) if _is_regular(copy) else None
-    have_target = _file_sha256(target) if os.path.lexists(target) else None
     kind = str(rec.get("kind", Kind.ORPHAN_LAYER_LINK))
-    if have_copy is None:
+    if os.path.lexists(target):
+        # Checked first: a run killed between its copy and its unlink left both in place.
+        have_target = _file_sha256(target)
         if have_target is not None and have_target[0] == want:
             return _restored(kind, f"{target} already in place", target, rec), "not-needed"
+        return _conflict(f"{target} exists with other content; left alone", str(target), rec), (
+            "conflict"
+        )
+    have_copy = _file_sha256(copy) if _is_regular(copy) else None
+    if have_copy is None:
         return _conflict(f"quarantined copy {copy} is missing", str(target), rec), "conflict"
     if have_copy[0] != want:
         return (
             _conflict(f"quarantined copy {copy} changed since it was journaled", str(copy), rec),
             "conflict",
         )
-    if os.path.lexists(target):
-        if have_target is not None and have_target[0] == want:
-            return (
-                _restored(kind, f"{target} already in place (copy kept)", target, rec),
-                "not-needed",
-            )
-        return _conflict(f"{target} exists with other content; left alone", str(target), rec), (
-            "conflict"
-        )
     _make_dirs(base, target.parent)
-    _move_file(copy, target)
+    try:
+        _move_file(copy, target)
+    except FileExistsError:
+        return _conflict(f"{target} appeared meanwhile; left alone", str(target), rec), "conflict"
     return _restored(kind, f"restored {target}", target, rec), "restored"
 
 
@@ -793,6 +1115,8 @@ def _undo_relink(
     if digest is None:
         raise ValueError("relink record without a valid digest")
     kind = str(rec.get("kind", Kind.ORPHAN_INDEX_CHILD))
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(str(target) + TMP_SUFFIX)  # a relink killed before its rename
     if not os.path.lexists(target):
         _remove_created_dirs(base, rec)  # a relink that failed half-way may have made some
         return _restored(kind, f"{target} already absent", target, rec), "not-needed"

@@ -24,12 +24,20 @@ from verifier.manifest import (
     DEFAULT_MAX_MANIFEST_BYTES,
     ImageIndex,
     ImageManifest,
+    Manifest,
     ManifestError,
     parse_manifest,
     sha256_digest,
 )
 from verifier.storage.fsio import FailReason, ReadFailure, read_link_file, read_regular_file
 from verifier.storage.fsio import sha256_file as _sha256_file
+from verifier.storage.images import (
+    RELINK_STEP,
+    Needs,
+    gather_needs,
+    rebuild_steps,
+    tags_text,
+)
 from verifier.storage.layout import (
     ALGORITHM,
     REPO_INTERNAL_DIRS,
@@ -41,6 +49,7 @@ from verifier.storage.layout import (
     digest_from_hex,
     is_hex2,
     is_hex64,
+    layer_link_path,
     parse_digest,
     repositories_dir,
     revision_link_path,
@@ -61,7 +70,8 @@ class ScanOptions:
 
     verify_digests: bool = False
     proxy_caches: frozenset[str] = frozenset()
-    #: Off only for the benchmark's like-for-like comparison.
+    #: Off only for the benchmark's like-for-like comparison: link checks alone, no manifest
+    #: is parsed (neither the index check nor the image walk runs).
     index_children: bool = True
     max_manifest_bytes: int = DEFAULT_MAX_MANIFEST_BYTES
 
@@ -82,7 +92,9 @@ class BlobStoreState(StrEnum):
 class BlobStore:
     """One registry's blobs, listed once: `present` holds the hex of every blob with a data file.
 
-    Blobs in `unknown` (data is a symlink or could not be examined) are never judged either way.
+    Blobs in `unknown` (data could not be examined) and every blob under a prefix folder in
+    `unlisted_prefixes` (the folder could not be listed) are never judged either way: the
+    listing is then incomplete (`complete` is False) and `fs fix` moves nothing.
     """
 
     state: BlobStoreState
@@ -90,12 +102,27 @@ class BlobStore:
     unknown: set[str] = field(default_factory=set)
     sizes: dict[str, int] = field(default_factory=dict)
     findings: list[Finding] = field(default_factory=list)
+    #: two-hex prefix folders that exist but could not be listed
+    unlisted_prefixes: set[str] = field(default_factory=set)
+    #: why the listing is incomplete, one line per gap (for the refusal message)
+    gaps: list[str] = field(default_factory=list)
+    #: folders reached through a symlink (followed, as distribution's filesystem driver does)
+    followed_symlinks: list[str] = field(default_factory=list)
 
     def has(self, hex_: str) -> bool | None:
         """True if the blob's data exists, False if it does not, None if we cannot tell."""
         if self.state is BlobStoreState.UNREADABLE or hex_ in self.unknown:
             return None
-        return hex_ in self.present
+        if hex_ in self.present:
+            return True
+        if self.unlisted_prefixes and hex_[:2] in self.unlisted_prefixes:
+            return None
+        return False
+
+    @property
+    def complete(self) -> bool:
+        """Whether every part of the listing was read: only then is an absence proven."""
+        return self.state is not BlobStoreState.UNREADABLE and not self.gaps
 
 
 def _finding(
@@ -174,72 +201,122 @@ def _scandir_sorted(path: str) -> list[os.DirEntry[str]]:
         return sorted(it, key=lambda e: e.name)
 
 
+def _dangling(path: str) -> bool:
+    """After a following stat said ENOENT: whether `path` itself is a symlink (dangling)."""
+    try:
+        return stat.S_ISLNK(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
 def list_blobs(registry: RegistryStorage, *, with_sizes: bool = False) -> BlobStore:
-    """List ``blobs/sha256`` once: one scandir per prefix folder, one lstat per blob's data."""
+    """List ``blobs/sha256`` once: one scandir per prefix folder, one stat per blob's data.
+
+    Symlinks are followed here, as distribution's filesystem driver follows them (``os.Stat``):
+    a prefix or blob folder moved to another disk and symlinked back holds present blobs.
+    Anything that cannot be read (or a symlink whose target is missing: an unmounted disk)
+    is a gap; the listing is then incomplete and absences under it are not proven.
+    """
     root = str(blobs_dir(registry.v2))
     try:
-        root_st = os.lstat(root)
+        root_st = os.stat(root)
     except FileNotFoundError:
+        if _dangling(root):
+            store = BlobStore(BlobStoreState.UNREADABLE)
+            store.findings.append(_unreadable_finding(registry, root, "symlink target missing"))
+            store.gaps.append(f"{root}: symlink target missing")
+            return store
         return BlobStore(BlobStoreState.MISSING)
     except OSError as exc:
         store = BlobStore(BlobStoreState.UNREADABLE)
         store.findings.append(_unreadable_finding(registry, root, exc.strerror or str(exc)))
-        return store
-    if stat.S_ISLNK(root_st.st_mode):
-        store = BlobStore(BlobStoreState.UNREADABLE)
-        store.findings.append(_symlink_finding(registry, root))
+        store.gaps.append(f"{root}: {exc.strerror or exc}")
         return store
     try:
         prefixes = _scandir_sorted(root)
     except OSError as exc:
         store = BlobStore(BlobStoreState.UNREADABLE)
         store.findings.append(_unreadable_finding(registry, root, exc.strerror or str(exc)))
+        store.gaps.append(f"{root}: {exc.strerror or exc}")
         return store
     store = BlobStore(BlobStoreState.OK)
+    if not stat.S_ISDIR(root_st.st_mode):
+        store.state = BlobStoreState.UNREADABLE
+        store.gaps.append(f"{root}: not a directory")
+        return store
+    if os.path.islink(root):
+        store.followed_symlinks.append(root)
     present, unknown, findings = store.present, store.unknown, store.findings
+
+    def gap(path: str, detail: str) -> None:
+        findings.append(_unreadable_finding(registry, path, detail))
+        store.gaps.append(f"{path}: {detail}")
+
     for prefix in prefixes:
-        if prefix.is_symlink():
-            findings.append(_symlink_finding(registry, prefix.path))
-            continue
-        if not prefix.is_dir(follow_symlinks=False):
+        is_link = prefix.is_symlink()
+        try:
+            is_dir = prefix.is_dir()
+        except OSError:
+            is_dir = False
+        if not is_dir:
+            if is_link:
+                if is_hex2(prefix.name):
+                    store.unlisted_prefixes.add(prefix.name)
+                    gap(prefix.path, "symlink whose target is missing or not a folder")
+                else:
+                    findings.append(_symlink_finding(registry, prefix.path))
             continue
         if not is_hex2(prefix.name):
             findings.append(_invalid_name(registry, prefix.path, "blob prefix"))
             continue
+        if is_link:
+            store.followed_symlinks.append(prefix.path)
         try:
             entries = _scandir_sorted(prefix.path)
         except OSError as exc:
-            findings.append(_unreadable_finding(registry, prefix.path, exc.strerror or str(exc)))
+            store.unlisted_prefixes.add(prefix.name)
+            gap(prefix.path, exc.strerror or str(exc))
             continue
         for entry in entries:
             name = entry.name
-            if not entry.is_dir(follow_symlinks=False):
-                if entry.is_symlink():
-                    findings.append(_symlink_finding(registry, entry.path))
+            entry_link = entry.is_symlink()
+            try:
+                entry_dir = entry.is_dir()
+            except OSError:
+                entry_dir = False
+            if not entry_dir:
+                if entry_link:
+                    if is_hex64(name) and name.startswith(prefix.name):
+                        unknown.add(name)
+                        gap(entry.path, "symlink whose target is missing or not a folder")
+                    else:
+                        findings.append(_symlink_finding(registry, entry.path))
                 continue
             if not is_hex64(name) or not name.startswith(prefix.name):
                 findings.append(_invalid_name(registry, entry.path, "blob"))
                 continue
+            if entry_link:
+                store.followed_symlinks.append(entry.path)
             data = entry.path + "/data"
             try:
-                st = os.lstat(data)
+                st = os.stat(data)
             except FileNotFoundError:
+                if _dangling(data):
+                    unknown.add(name)
+                    gap(data, "symlink whose target is missing")
                 continue
             except OSError as exc:
                 unknown.add(name)
-                findings.append(_unreadable_finding(registry, data, exc.strerror or str(exc)))
+                gap(data, exc.strerror or str(exc))
                 continue
             if stat.S_ISREG(st.st_mode):
                 present.add(name)
                 if with_sizes:
                     store.sizes[name] = st.st_size
-            elif stat.S_ISLNK(st.st_mode):
-                unknown.add(name)
-                findings.append(_symlink_finding(registry, data))
             else:
                 unknown.add(name)
-                findings.append(_unreadable_finding(registry, data, "not a regular file"))
-    if not present and not unknown:
+                gap(data, "not a regular file")
+    if not present and not unknown and not store.unlisted_prefixes:
         store.state = BlobStoreState.EMPTY
     return store
 
@@ -261,6 +338,13 @@ class RepoLinks:
     tags: dict[str, tuple[str | None, str]] = field(default_factory=dict)
     layer_link_files: int = 0
     findings: list[Finding] = field(default_factory=list)
+    #: hex of each `_layers` link file that exists but is unreadable or malformed;
+    #: `ALL_LINKS` when a folder on the way could not be listed
+    bad_layer_links: set[str] = field(default_factory=set)
+
+
+#: In `RepoLinks.bad_layer_links`: the `_layers` folder itself could not be read.
+ALL_LINKS = "*"
 
 
 def iter_repositories(registry: RegistryStorage, findings: list[Finding]) -> Iterator[RepoLinks]:
@@ -289,9 +373,11 @@ def iter_repositories(registry: RegistryStorage, findings: list[Finding]) -> Ite
             continue
         internal: dict[str, str] = {}
         children: list[tuple[str, str]] = []
+        layers_unread = False
         for entry in entries:
             if entry.is_symlink():
                 findings.append(_symlink_finding(registry, entry.path, name))
+                layers_unread = layers_unread or entry.name == "_layers"
                 continue
             if not entry.is_dir(follow_symlinks=False):
                 continue
@@ -303,8 +389,8 @@ def iter_repositories(registry: RegistryStorage, findings: list[Finding]) -> Ite
             children.append((entry.path, child_name))
         # Reverse so the stack pops children in sorted order.
         stack.extend(reversed(children))
-        if internal and name:
-            yield read_repository(registry, name, path, internal)
+        if (internal or layers_unread) and name:
+            yield read_repository(registry, name, path, internal, layers_unread=layers_unread)
 
 
 def _algo_dir(registry: RegistryStorage, parent: str, repo: RepoLinks) -> str | None:
@@ -339,12 +425,21 @@ def _algo_dir(registry: RegistryStorage, parent: str, repo: RepoLinks) -> str | 
 
 
 def _read_links(
-    registry: RegistryStorage, parent: str, repo: RepoLinks, what: str
+    registry: RegistryStorage,
+    parent: str,
+    repo: RepoLinks,
+    what: str,
+    bad: set[str] | None = None,
 ) -> tuple[dict[str, str], int]:
     """Read every ``<parent>/sha256/<hex>/link``; return valid hex -> path, and files read."""
     valid: dict[str, str] = {}
+    seen = len(repo.findings)
     algo = _algo_dir(registry, parent, repo)
     if algo is None:
+        if bad is not None and any(
+            f.kind in (Kind.UNREADABLE_FILE, Kind.UNEXPECTED_SYMLINK) for f in repo.findings[seen:]
+        ):
+            bad.add(ALL_LINKS)
         return valid, 0
     try:
         entries = _scandir_sorted(algo)
@@ -352,6 +447,8 @@ def _read_links(
         repo.findings.append(
             _unreadable_finding(registry, algo, exc.strerror or str(exc), repo.name)
         )
+        if bad is not None:
+            bad.add(ALL_LINKS)
         return valid, 0
     files = 0
     prefix = ALGORITHM.encode("ascii") + b":"
@@ -369,6 +466,8 @@ def _read_links(
         if isinstance(content, ReadFailure):
             if content.reason is not FailReason.MISSING:
                 repo.findings.append(_read_failure_finding(registry, link, content, repo.name))
+                if bad is not None:
+                    bad.add(name)
             continue
         files += 1
         # Fast path: `name` is validated hex, so the exact expected bytes need no parsing.
@@ -379,6 +478,8 @@ def _read_links(
         if problem is None:
             valid[name] = link
         else:
+            if bad is not None:
+                bad.add(name)
             repo.findings.append(
                 _finding(
                     Kind.INVALID_LINK,
@@ -418,13 +519,24 @@ def check_link_content(content: bytes, folder_hex: str | None) -> str | None:
 
 
 def read_repository(
-    registry: RegistryStorage, name: str, path: str, internal: dict[str, str]
+    registry: RegistryStorage,
+    name: str,
+    path: str,
+    internal: dict[str, str],
+    *,
+    layers_unread: bool = False,
 ) -> RepoLinks:
-    """Read one repository's `_layers` links, revision links and tags' ``current/link``."""
+    """Read one repository's `_layers` links, revision links and tags' ``current/link``.
+
+    `layers_unread`: its `_layers` folder exists but was not read (a symlink), so no layer
+    link may be judged missing.
+    """
     repo = RepoLinks(name, path)
+    if layers_unread:
+        repo.bad_layer_links.add(ALL_LINKS)
     if "_layers" in internal:
         repo.layers, repo.layer_link_files = _read_links(
-            registry, internal["_layers"], repo, "layer"
+            registry, internal["_layers"], repo, "layer", repo.bad_layer_links
         )
     manifests = internal.get("_manifests")
     if manifests is not None:
@@ -490,35 +602,49 @@ class OrphanLink:
 
 
 def check_layer_links(
-    registry: RegistryStorage, repo: RepoLinks, blobs: BlobStore
+    registry: RegistryStorage, repo: RepoLinks, blobs: BlobStore, needs: Needs | None = None
 ) -> list[OrphanLink]:
-    """Every well-formed `_layers` link whose blob data does not exist is an orphan."""
+    """Every well-formed `_layers` link whose blob data does not exist is an orphan.
+
+    With `needs`, each finding names the tags that use the blob (they stay broken after the
+    link is quarantined: the data is gone).
+    """
     orphans: list[OrphanLink] = []
-    present, unknown = blobs.present, blobs.unknown
     if blobs.state is BlobStoreState.UNREADABLE:
         return orphans
+    present = blobs.present
     for hex_, link in repo.layers.items():
-        if hex_ in present or hex_ in unknown:
+        if hex_ in present or blobs.has(hex_) is not False:
             continue
         digest = digest_from_hex(hex_)
+        tags = sorted(needs.reach.get(hex_, ())) if needs is not None else []
+        used = f"; used by {tags_text(repo.name, tags)}" if tags else ""
         finding = _finding(
             Kind.ORPHAN_LAYER_LINK,
             Severity.ERROR,
             f"layer link without blob data: {repo.name}@{digest} (served as 200 with no bytes "
-            "while the registry's cache is warm, then 404; a re-push skips it)",
+            f"while the registry's cache is warm, then 404; a re-push skips it){used}",
             registry,
             repository=repo.name,
             digest=digest,
             path=link,
+            details={"tags": tags},
         )
         orphans.append(OrphanLink(registry, repo.name, digest, Path(link), finding))
     return orphans
 
 
-def check_revisions(registry: RegistryStorage, repo: RepoLinks, blobs: BlobStore) -> list[Finding]:
-    """A revision link whose manifest blob data is gone is `dangling_revision`."""
+def check_revisions(
+    registry: RegistryStorage, repo: RepoLinks, blobs: BlobStore, needs: Needs | None = None
+) -> list[Finding]:
+    """A revision link whose manifest blob data is gone is `dangling_revision`.
+
+    ``details["tags"]`` names the tags it breaks (with `needs`: also through an index).
+    """
     out: list[Finding] = []
     tags_by_hex = _tags_by_hex(repo)
+    if needs is not None:
+        tags_by_hex = {h: sorted(t) for h, t in needs.reach.items()}
     for hex_, link in repo.revisions.items():
         if blobs.has(hex_) is not False:
             continue
@@ -564,6 +690,60 @@ def check_tags(registry: RegistryStorage, repo: RepoLinks, blobs: BlobStore) -> 
                 details={"reason": reason},
             )
         )
+    return out
+
+
+def check_images(
+    registry: RegistryStorage, repo: RepoLinks, blobs: BlobStore, needs: Needs
+) -> list[Finding]:
+    """For every config and layer a tag needs: its data (`image_blob_missing`, rebuild) and
+    this repository's layer link to it (`layer_link_missing`, relinkable), naming the tags."""
+    out: list[Finding] = []
+    for hex_, need in sorted(needs.blobs.items()):
+        digest = digest_from_hex(hex_)
+        has = blobs.has(hex_)
+        linked = hex_ in repo.layers
+        tags = sorted(need.tags)
+        common: dict[str, object] = {
+            "tags": tags,
+            "role": need.role,
+            "manifests": sorted(need.manifests),
+            "linked": linked,
+        }
+        if has is False:
+            link_note = "; its layer link remains (an orphan)" if linked else ""
+            out.append(
+                _finding(
+                    Kind.IMAGE_BLOB_MISSING,
+                    Severity.ERROR,
+                    f"{need.role} {digest} of {repo.name} has no blob data{link_note}; "
+                    f"pulling {tags_text(repo.name, tags)} fails; needs a rebuild",
+                    registry,
+                    repository=repo.name,
+                    digest=digest,
+                    path=blob_data_path(registry.v2, digest),
+                    details={
+                        **common,
+                        "repair": "rebuild",
+                        "next_steps": rebuild_steps(repo.name, tags, orphan_link=linked),
+                    },
+                )
+            )
+        elif has is True and not linked and not repo.bad_layer_links & {hex_, ALL_LINKS}:
+            out.append(
+                _finding(
+                    Kind.LAYER_LINK_MISSING,
+                    Severity.ERROR,
+                    f"{need.role} {digest} has blob data but no layer link in {repo.name}; "
+                    f"pulling {tags_text(repo.name, tags)} fails once the registry's cache is "
+                    "cold; repairable by relinking",
+                    registry,
+                    repository=repo.name,
+                    digest=digest,
+                    path=layer_link_path(registry.v2, repo.name, digest),
+                    details={**common, "repair": "relink", "next_steps": [RELINK_STEP]},
+                )
+            )
     return out
 
 
@@ -663,11 +843,16 @@ def assess_child(
 
 
 def check_index_children(
-    registry: RegistryStorage, repo: RepoLinks, blobs: BlobStore, read: ManifestReader
+    registry: RegistryStorage,
+    repo: RepoLinks,
+    blobs: BlobStore,
+    read: ManifestReader,
+    parsed: dict[str, Manifest | None] | None = None,
 ) -> tuple[list[Finding], list[OrphanChild]]:
     """Parse every revision; for each index, report children without a revision link.
 
-    Also reports revisions whose manifest data is unreadable or not a valid manifest.
+    Also reports revisions whose manifest data is unreadable or not a valid manifest. Each
+    parse result (None when unusable) is left in `parsed`, for the image check to reuse.
     """
     findings: list[Finding] = []
     by_child: dict[str, list[Finding]] = {}
@@ -680,11 +865,17 @@ def check_index_children(
         data_path = str(blob_data_path(registry.v2, digest))
         body = read(digest)
         if isinstance(body, ReadFailure):
+            if parsed is not None:
+                parsed[hex_] = None
             findings.append(_read_failure_finding(registry, data_path, body, repo.name))
             continue
         try:
             manifest = parse_manifest(body)
+            if parsed is not None:
+                parsed[hex_] = manifest
         except ManifestError as exc:
+            if parsed is not None:
+                parsed[hex_] = None
             findings.append(
                 _finding(
                     Kind.MANIFEST_INVALID,
@@ -809,7 +1000,7 @@ def check_blob_digests(
     for hex_ in sorted(blobs.present):
         digest = digest_from_hex(hex_)
         path = str(blob_data_path(registry.v2, digest))
-        actual = _sha256_file(path, on_bytes)
+        actual = _sha256_file(path, on_bytes, follow=True)
         if isinstance(actual, ReadFailure):
             if actual.reason is not FailReason.MISSING:
                 out.append(_read_failure_finding(registry, path, actual, ""))
@@ -847,6 +1038,8 @@ class RegistryStats:
     revision_links: int = 0
     tags: int = 0
     proxy_cache: bool = False
+    #: parts of the blob listing that could not be read (any makes absences unproven)
+    blob_gaps: list[str] = field(default_factory=list)
 
     @property
     def links(self) -> int:
@@ -863,11 +1056,15 @@ class ScanResult:
     orphan_links: list[OrphanLink] = field(default_factory=list)
     orphan_children: list[OrphanChild] = field(default_factory=list)
     stats: list[RegistryStats] = field(default_factory=list)
+    #: `image_blob_missing` and `layer_link_missing` findings, for `fs fix` to follow up
+    image_findings: list[Finding] = field(default_factory=list)
 
 
 def _manifest_reader(registry: RegistryStorage, limit: int) -> ManifestReader:
+    """Reads manifest data as distribution reads it: a symlinked ``data`` is followed."""
+
     def read(digest: Digest) -> bytes | ReadFailure:
-        return read_regular_file(str(blob_data_path(registry.v2, digest)), limit)
+        return read_regular_file(str(blob_data_path(registry.v2, digest)), limit, follow=True)
 
     return read
 
@@ -910,7 +1107,14 @@ def scan_storage(
             registry.name, blobs.state, blobs=len(blobs.present), proxy_cache=is_proxy
         )
         result.stats.append(stats)
+        stats.blob_gaps = list(blobs.gaps)
         findings: list[Finding] = list(blobs.findings)
+        if blobs.followed_symlinks:
+            report.notes.append(
+                f"registry {registry.label}: {len(blobs.followed_symlinks)} blob folder(s) "
+                f"reached through a symlink, followed as distribution follows them (first: "
+                f"{blobs.followed_symlinks[0]})"
+            )
         read = _manifest_reader(registry, options.max_manifest_bytes)
         for repo in iter_repositories(registry, findings):
             stats.repositories += 1
@@ -918,16 +1122,34 @@ def scan_storage(
             stats.revision_links += len(repo.revisions)
             stats.tags += len(repo.tags)
             findings.extend(repo.findings)
-            orphans = check_layer_links(registry, repo, blobs)
+            children_too = options.index_children and not is_proxy
+            # Index check first: it parses every revision, and the image walk reuses that.
+            parsed: dict[str, Manifest | None] = {}
+            if children_too:
+                index_findings, children = check_index_children(
+                    registry, repo, blobs, read, parsed
+                )
+                findings.extend(index_findings)
+                result.orphan_children.extend(children)
+            needs = Needs()
+            if options.index_children:
+                needs = gather_needs(
+                    {t: h for t, (h, _) in repo.tags.items() if h is not None},
+                    repo.revisions,
+                    blobs.has,
+                    read,
+                    index_children=children_too,
+                    memo=parsed,
+                )
+            orphans = check_layer_links(registry, repo, blobs, needs)
             stats.orphan_layer_links += len(orphans)
             result.orphan_links.extend(orphans)
             findings.extend(o.finding for o in orphans)
-            findings.extend(check_revisions(registry, repo, blobs))
+            findings.extend(check_revisions(registry, repo, blobs, needs))
             findings.extend(check_tags(registry, repo, blobs))
-            if options.index_children and not is_proxy:
-                index_findings, children = check_index_children(registry, repo, blobs, read)
-                findings.extend(index_findings)
-                result.orphan_children.extend(children)
+            image_findings = check_images(registry, repo, blobs, needs)
+            result.image_findings.extend(image_findings)
+            findings.extend(image_findings)
         if blobs.state in (BlobStoreState.MISSING, BlobStoreState.EMPTY) and stats.links:
             report.notes.append(
                 f"registry {registry.label}: blob store {blobs.state} while {stats.links} links "
@@ -984,6 +1206,7 @@ def _fill_counters(result: ScanResult) -> None:
             "orphan_layer_links": s.orphan_layer_links,
             "revision_links": s.revision_links,
             "tags": s.tags,
+            "blob_listing_complete": not s.blob_gaps,
         }
         for s, r in zip(result.stats, result.layout.registries, strict=True)
     ]
