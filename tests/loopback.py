@@ -1,4 +1,4 @@
-"""A raw-bytes HTTP server on 127.0.0.1 for transport tests (test_h1.py, test_transport.py).
+"""A raw-bytes HTTP server on 127.0.0.1 for transport tests (test_transport.py).
 
 Each test's `serve` writes exactly the bytes it is about; `with_server` runs `body(host)`
 against it and closes every connection afterwards.
