@@ -61,7 +61,10 @@ StoragePath = Annotated[
 ]
 RegistryOpt = Annotated[
     list[str] | None,
-    typer.Option("--registry", metavar="NAME", help="Only this registry of a multi-registry base (repeatable)."),
+    typer.Option(
+        "--registry", metavar="NAME",
+        help="Only this registry of a multi-registry base (repeatable).",
+    ),
 ]
 ProxyCacheOpt = Annotated[
     list[str] | None,
@@ -284,7 +287,10 @@ def restore_command(
     ],
     run: Annotated[
         str | None,
-        typer.Option("--run", metavar="NAME", help="Only this run folder of the quarantine folder (its name)."),
+        typer.Option(
+            "--run", metavar="NAME",
+            help="Only this run folder of the quarantine folder (its name).",
+        ),
     ] = None,
     fmt: FormatOpt = Format.HUMAN,
     output: OutputOpt = None,
