@@ -22,6 +22,7 @@ from __future__ import annotations
 import random
 import shutil
 import uuid
+from collections import Counter
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -53,6 +54,8 @@ class Built:
     seed: int
     tags: set[Tag] = field(default_factory=set)
     damage: list[str] = field(default_factory=list)
+    #: what the real runs did, summed (so a soak shows it exercised something)
+    stats: Counter[str] = field(default_factory=Counter)
 
 
 def build_store(server: RegistryServer, seed: int) -> Built:
@@ -141,7 +144,7 @@ def read_tree(v2: Path) -> Tree:
     revisions = set()
     for link in repos.rglob("_manifests/revisions/*/*/link"):
         parts = link.relative_to(repos).parts
-        revisions.add(("/".join(parts[:-6]), f"{parts[-3]}:{parts[-2]}"))
+        revisions.add(("/".join(parts[:-5]), f"{parts[-3]}:{parts[-2]}"))
     return Tree(blobs, frozenset(revisions))
 
 
@@ -197,10 +200,13 @@ class Mismatch:
     real: Any
 
     def __str__(self) -> str:
-        return f"seed {self.seed} {self.mode}: {self.what}: predicted {self.predicted}, real {self.real}"
+        head = f"seed {self.seed} {self.mode}: {self.what}"
+        return f"{head}: predicted {self.predicted}, real {self.real}"
 
 
-def run_seed(seed: int, work: Path, registry_bin: str | None = None) -> tuple[Built, list[Mismatch]]:
+def run_seed(
+    seed: int, work: Path, registry_bin: str | None = None
+) -> tuple[Built, list[Mismatch]]:
     """Build, damage, predict, collect for real and compare; every server is stopped."""
     server = RegistryServer(workdir=work / "build", registry_bin=registry_bin)
     server.start()
@@ -250,6 +256,9 @@ def run_seed(seed: int, work: Path, registry_bin: str | None = None) -> tuple[Bu
             copy.stop()
         real_breaking = {t for t in tags if before[t] and not after[t]}
         check("tags broken", predicted.breaking, real_breaking)
+        built.stats[f"{mode}: blobs deleted"] += len(tree_before.blobs - tree_after.blobs)
+        built.stats[f"{mode}: tags broken"] += len(real_breaking)
+        built.stats[f"{mode}: runs stopped"] += stopped
     return built, mismatches
 
 
