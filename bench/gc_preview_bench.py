@@ -1,6 +1,6 @@
 """Benchmark `regverify fs gc-preview --delete-untagged` against the real garbage-collect dry run.
 
-Issue 8, "Speed": distribution 2.8's ``garbage-collect --delete-untagged`` calls
+Distribution 2.8's ``garbage-collect --delete-untagged`` calls
 ``Tags.Lookup`` for every manifest revision, and ``Lookup`` re-reads every tag's
 ``current/link`` -- quadratic in a repository with thousands of tags. The preview reads each link
 once and makes the same prediction in linear time.

@@ -1,4 +1,4 @@
-"""verifier.storage.gc_preview and `regverify fs gc-preview` (issue 8).
+"""gc-preview: verifier.storage.gc_preview, its models (verifier.storage.gc), the command.
 
 Two halves:
 
@@ -504,6 +504,23 @@ def test_28_serves_a_manifest_through_its_layer_link(store: SyntheticStore) -> N
     outcome = predict(store.root, V28)
     assert outcome.tag_states[("app", "v1")] == (True, False)  # its blobs are not marked
     assert ("app", "v1") in breaking(outcome)
+
+
+def test_revision_link_naming_another_digest_is_enumerated_as_that_digest(
+    store: SyntheticStore,
+) -> None:
+    """linkedBlobStore.Enumerate reads each link and Stats the digest it names; on 2.8 that
+    Stat also finds a manifest through its _layers link, so the child below is marked."""
+    index = store.index("app", "v1")
+    child = index.children[0]
+    shutil.rmtree(store.revision_link("app", child.digest).parent)
+    store.link_layer("app", child.digest)
+    stray = store.revision_link("app", "sha256:" + "e" * 64)
+    stray.parent.mkdir(parents=True)
+    stray.write_text(child.digest)
+    assert predict(store.root, V28).plan.deleted_blobs == set()
+    # 3.x Stats manifests through revision links only: the child is not enumerated.
+    assert predict(store.root, V3).plan.deleted_blobs == hexes(child.blobs)
 
 
 def test_json_lists_each_deleted_blob_with_what_references_it(store: SyntheticStore) -> None:

@@ -141,22 +141,31 @@ def check_repository(repo: GcRepository) -> None:
         )
 
 
-def enumerated_revisions(repo: GcRepository, snapshot: RegistrySnapshot, plan: GcPlan) -> list[str]:
-    """``linkedBlobStore.Enumerate`` over ``_manifests/revisions``: the hex of each revision, in
-    the walk's sorted order, skipping one whose blob data is gone (``Stat`` →
-    ``ErrBlobUnknown`` → "we expect this error to occur so we move on")."""
-    out = []
-    for hex_ in sorted(repo.links.revisions):
+def enumerated_revisions(
+    repo: GcRepository, snapshot: RegistrySnapshot, plan: GcPlan, *, via_layers: bool
+) -> list[str]:
+    """``linkedBlobStore.Enumerate`` over ``_manifests/revisions``: in the walk's sorted order,
+    the hex each link *names*, when ``Stat`` resolves it — through that digest's revision link
+    or, on 2.8 (`via_layers`, ``manifestLinkPathFns``), its ``_layers`` link — and its blob data
+    exists (``ErrBlobUnknown`` → "we expect this error to occur so we move on")."""
+    out: list[str] = []
+    seen: set[str] = set()
+    folders = sorted({*repo.links.revisions, *repo.redirected_revisions})
+    for folder in folders:
+        hex_ = repo.redirected_revisions.get(folder, folder)
+        linked = hex_ in repo.links.revisions or (via_layers and hex_ in repo.links.layers)
+        if not linked or hex_ in seen:
+            continue
         present = snapshot.blobs.has(hex_)
         if present is None:
             plan.uncertain.append(
                 f"{repo.name}: blob data of revision {PREFIX}{hex_} not examinable"
             )
         elif present:
+            seen.add(hex_)
             out.append(hex_)
     plan.manifests_enumerated += len(out)
     return out
-
 
 
 def sweep(snapshot: RegistrySnapshot, plan: GcPlan) -> None:

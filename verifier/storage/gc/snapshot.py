@@ -51,6 +51,8 @@ class GcRepository:
     bad_tag_links: list[str] = field(default_factory=list)
     #: revision links whose content is not a digest (the revision enumeration fails on them)
     bad_revision_links: list[str] = field(default_factory=list)
+    #: revision links naming another digest than their folder: folder hex → named hex
+    redirected_revisions: dict[str, str] = field(default_factory=dict)
 
     @property
     def valid_name(self) -> bool:
@@ -226,14 +228,15 @@ def gather(registry: RegistryStorage, options: GcOptions) -> RegistrySnapshot:
                 continue
             if path.endswith("/current/link"):
                 repo.bad_tag_links.append(path)
-            elif (
-                "/_manifests/revisions/" in path
-                and path.endswith("/link")
-                # Content naming another valid digest is read by distribution as that digest:
-                # odd, not fatal (the warning makes the prediction incomplete).
-                and parse_digest(f.actual_digest or "") is None
-            ):
-                repo.bad_revision_links.append(path)
+            elif "/_manifests/revisions/" in path and path.endswith("/link"):
+                named = parse_digest(f.actual_digest or "")
+                if named is None:
+                    repo.bad_revision_links.append(path)
+                elif f.digest:
+                    # distribution enumerates the digest the link names, not its folder's.
+                    repo.redirected_revisions[f.digest[len(ALGORITHM) + 1 :]] = named[
+                        len(ALGORITHM) + 1 :
+                    ]
         repos.append(repo)
     findings.extend(f for f in walk_findings if _relevant(f.path or "", options))
     repos.sort(key=GcRepository.walk_key)

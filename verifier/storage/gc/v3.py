@@ -73,7 +73,7 @@ def mark_and_sweep(
                 continue  # never enumerated (catalog.go discovers repositories by _manifests)
             check_repository(repo)
             tags_by_hex = repo.tags_by_hex() if options.delete_untagged else {}
-            for hex_ in enumerated_revisions(repo, snapshot, plan):
+            for hex_ in enumerated_revisions(repo, snapshot, plan, via_layers=False):
                 digest = PREFIX + hex_
                 if options.delete_untagged:
                     error = tags_lookup_error(repo, digest)
