@@ -54,6 +54,8 @@ class Built:
     seed: int
     tags: set[Tag] = field(default_factory=set)
     damage: list[str] = field(default_factory=list)
+    #: (repository, digest) of every index child, the usual victims of a lost revision link
+    children: list[tuple[str, str]] = field(default_factory=list)
     #: what the real runs did, summed (so a soak shows it exercised something)
     stats: Counter[str] = field(default_factory=Counter)
 
@@ -78,6 +80,7 @@ def build_store(server: RegistryServer, seed: int) -> Built:
                 index = push_index(
                     server, repo, tag, oci=kind != "docker", attestation=kind == "oci", seed=s
                 )
+                built.children.extend((repo, m.digest) for m in index.manifests)
                 if kind == "child":
                     child = rng.choice(index.children)
                     push_manifest_raw(
@@ -116,7 +119,13 @@ def damage_store(v2: Path, built: Built) -> None:
         if action == "tag":
             pick(_dirs(repos, "**/_manifests/tags/*"), "tag folder removed")
         elif action == "child-link":
-            pick(_dirs(repos, "**/_manifests/revisions/sha256/*"), "revision link removed")
+            children = [
+                repos / repo / "_manifests" / "revisions" / "sha256" / d.split(":", 1)[1]
+                for repo, d in built.children
+            ]
+            existing = [p for p in children if p.is_dir()]
+            anywhere = _dirs(repos, "**/_manifests/revisions/sha256/*")
+            pick(existing or anywhere, "revision link removed")
         elif action == "layers-dir":
             pick(_dirs(repos, "**/_layers"), "_layers folder removed")
         elif action == "layer-link":
