@@ -417,6 +417,8 @@ def test_28_never_enumerates_a_repository_without_layers_folder(store: Synthetic
     assert outcome.tag_states[("lost", "v1")] == (False, False)
     assert set(referenced(outcome)) == set(everything)
     assert "_layers" in (predict(store.root, V3).plan.abort or "")
+    notes = report_for(store.root, V28).notes
+    assert any("without a _layers folder (lost): 2.8 never enumerates" in n for n in notes)
 
 
 def test_28_enumerates_a_repository_with_only_layers(store: SyntheticStore) -> None:

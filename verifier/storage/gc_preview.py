@@ -141,6 +141,16 @@ def _registry_notes(outcome: RegistryOutcome, options: GcOptions) -> list[str]:
         )
     for reason in dict.fromkeys(plan.uncertain):
         notes.append(f"registry {label}: prediction uncertain: {reason}")
+    if options.version is GcVersion.V2_8:
+        unseen = [
+            r.name for r in snapshot.repositories if r.links.revisions and not r.has_layers_dir
+        ]
+        if unseen:
+            notes.append(
+                f"registry {label}: {len(unseen)} repository(ies) without a _layers folder "
+                f"({', '.join(unseen[:5])}{', ...' if len(unseen) > 5 else ''}): 2.8 never "
+                "enumerates them, so everything only they reference is swept"
+            )
     layer_part = (
         f", {plan.layer_links_deleted} layer link(s)" if options.version is GcVersion.V3 else ""
     )
