@@ -97,7 +97,6 @@ def simulate_gc(snapshot: RegistrySnapshot, lookup: ManifestLookup, options: GcO
     return _MODELS[options.version](snapshot, lookup, options)
 
 
-
 def _human_bytes(n: int) -> str:
     value = float(n)
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
