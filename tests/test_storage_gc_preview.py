@@ -963,3 +963,27 @@ def test_real_sweep_deletes_blobs_of_every_algorithm(
     code, _, before, after = _real_gc_on_copy(registry, tmp_path, False)
     assert code == 0
     assert before - after == {f"blobs/sha512/cd/{hex512}/data"}
+
+
+@pytest.mark.registry
+def test_real_invalid_digest_path_stops_after_removing_manifests(
+    registry: RegistryServer, tmp_path: Path
+) -> None:
+    """2.8.2 removes the untagged revision links, then fails enumerating blobs (exit 1)."""
+    old = push_image(registry, "app", "v1", layers=1, seed="old")
+    push_image(registry, "app", "v1", layers=1, seed="new")
+    registry.stop()
+    bad = registry.v2 / "blobs" / "md5" / "ab" / ("ab" * 16) / "data"
+    bad.parent.mkdir(parents=True)
+    bad.write_bytes(b"?")
+    plan = predict(registry.root, V28, delete_untagged=True).plan
+    assert "unsupported digest algorithm" in (plan.sweep_error or "")
+    assert plan.deleted_revisions == {"app": hexes([old.digest])} and plan.blobs_deleted == 0
+    code, out, before, after = _real_gc_on_copy(registry, tmp_path, True)
+    assert code == 1 and "error enumerating blobs" in out and "unsupported digest algorithm" in out
+    hex_ = old.digest.split(":")[1]
+    # vacuum.RemoveManifest: the revision link and the tag's history entry for it.
+    assert before - after == {
+        f"repositories/app/_manifests/revisions/sha256/{hex_}/link",
+        f"repositories/app/_manifests/tags/v1/index/sha256/{hex_}/link",
+    }

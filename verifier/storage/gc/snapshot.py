@@ -180,9 +180,9 @@ def _other_algorithms(registry: RegistryStorage, snapshot: RegistrySnapshot) -> 
                 except OSError:
                     continue
             elif snapshot.sweep_error is None:
-                snapshot.sweep_error = (
-                    f"{os.path.join(dirpath, 'data')}: not a supported digest path"
-                )
+                # go-digest's errors, as 2.8.2 prints them.
+                why = "invalid checksum digest format" if size else "unsupported digest algorithm"
+                snapshot.sweep_error = f"{os.path.join(dirpath, 'data')}: {why}"
 
 
 def _sha256_sweep_error(blobs: BlobStore) -> str | None:
