@@ -1,7 +1,5 @@
 """`regverify fs gc-preview`: predict what ``garbage-collect`` would break, before it runs.
 
-Issue 8.
-
 Parses options, runs `verifier.storage.gc_preview.preview_storage`, writes the report and maps
 the outcome to the exit code that gates the GC job::
 
