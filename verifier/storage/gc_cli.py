@@ -85,7 +85,8 @@ def gc_preview_command(
     registry: Annotated[
         list[str] | None,
         typer.Option(
-            "--registry", metavar="NAME", help="Only this registry of a multi-registry base (repeatable)."
+            "--registry", metavar="NAME",
+            help="Only this registry of a multi-registry base (repeatable).",
         ),
     ] = None,
     fmt: Annotated[Format, typer.Option("--format", "-f", help="Report format.")] = Format.HUMAN,
