@@ -216,6 +216,25 @@ def test_fs_report_has_fs_metrics_and_no_image_metrics() -> None:
     check_metrics(text)
 
 
+def test_fs_tags_broken_counts_the_tags_storage_findings_name() -> None:
+    report = Report(mode="fs-fix", target="/srv/registry", started_at=10.0, duration_seconds=1.0)
+    # The orphan link was quarantined (info), the image it broke is still an error.
+    report.add(Finding(Kind.ORPHAN_LAYER_LINK, Severity.INFO, "quarantined", "app/web",
+                       details={"tags": ["v1"]}))
+    report.add(Finding(Kind.IMAGE_BLOB_MISSING, Severity.ERROR, "layer gone", "app/web",
+                       details={"tags": ["v1", "v2"]}))
+    report.add(Finding(Kind.DANGLING_REVISION, Severity.ERROR, "manifest gone", "app/web",
+                       details={"tags": ["v2"]}))
+    report.add(Finding(Kind.LAYER_LINK_MISSING, Severity.ERROR, "link gone", "team/api",
+                       details={"tags": ["1.0"]}))
+    text = render(report)
+    assert value(text, "regverify_fs_tags_broken", registry="/srv/registry", mode="fs-fix") == 3
+    clean = Report(mode="fs-scan", target="/srv/registry", started_at=10.0, duration_seconds=1.0)
+    assert value(render(clean), "regverify_fs_tags_broken", registry="/srv/registry",
+                 mode="fs-scan") == 0
+    check_metrics(text)
+
+
 def test_fs_repository_defects_are_counted_sorted_and_capped() -> None:
     report = Report(mode="fs-scan", target="/srv/registry", started_at=10.0,
                     duration_seconds=1.0)

@@ -1,4 +1,4 @@
-"""verifier.storage.gc_preview and `regverify fs gc-preview` (issue 8).
+"""gc-preview: verifier.storage.gc_preview, its models (verifier.storage.gc), the command.
 
 Two halves:
 
@@ -398,6 +398,155 @@ def test_empty_blob_store_under_links_is_flagged(store: SyntheticStore) -> None:
     assert any("unmounted" in n for n in report.notes)
 
 
+# --- what each line reads, from its own source -------------------------------------------------
+
+
+def test_28_never_enumerates_a_repository_without_layers_folder(store: SyntheticStore) -> None:
+    """catalog.go on release/2.8 discovers repositories by their _layers folder: one that lost
+    it is never marked, so plain GC sweeps everything only it references (3.x discovers by
+    _manifests, and stops on the missing _layers instead)."""
+    kept = store.image("kept", "v1")
+    lost = store.index("lost", "v1")
+    shutil.rmtree(store.repo_dir("lost") / "_layers")
+    outcome = predict(store.root, V28)
+    everything = [lost.digest, *(c.digest for c in lost.children)]
+    everything += [b for c in lost.children for b in c.blobs]
+    assert outcome.plan.deleted_blobs == hexes(everything)
+    assert not hexes([kept.digest, *kept.blobs]) & outcome.plan.deleted_blobs
+    # Its tag was already unpullable (no layer links): reported as lost data, not a new break.
+    assert outcome.tag_states[("lost", "v1")] == (False, False)
+    assert set(referenced(outcome)) == set(everything)
+    assert "_layers" in (predict(store.root, V3).plan.abort or "")
+    notes = report_for(store.root, V28).notes
+    assert any("without a _layers folder (lost): 2.8 never enumerates" in n for n in notes)
+
+
+def test_28_enumerates_a_repository_with_only_layers(store: SyntheticStore) -> None:
+    """A _layers-only folder is a repository to 2.8 (its name is parsed, nothing is marked)."""
+    store.image("app", "v1")
+    digest = store.blob(b"uploaded, never used by a manifest")
+    store.link_layer("Upper", digest)
+    assert "failed to parse repo name Upper" in (predict(store.root, V28).plan.abort or "")
+    outcome = predict(store.root, V3)
+    assert outcome.plan.abort is None and outcome.plan.deleted_blobs == hexes([digest])
+
+
+@pytest.mark.parametrize("version", [V28, V3])
+def test_sweep_walks_every_digest_algorithm(store: SyntheticStore, version: GcVersion) -> None:
+    """blobStore.Enumerate walks all of blobs/: a sha512 blob nothing marks is deleted."""
+    store.image("app", "v1")
+    hex512 = "ab" * 64
+    data = store.v2 / "blobs" / "sha512" / hex512[:2] / hex512 / "data"
+    data.parent.mkdir(parents=True)
+    data.write_bytes(b"x" * 7)
+    outcome = predict(store.root, version)
+    assert outcome.plan.deleted_other_blobs == {f"sha512:{hex512}"}
+    assert outcome.deleted_blobs == [
+        {
+            "digest": f"sha512:{hex512}",
+            "size": 7,
+            "revision_links": [],
+            "layer_links": [],
+            "referenced_by": [],
+            "tags": [],
+        }
+    ]
+    assert outcome.bytes_freed == outcome.unattributed_bytes == 7
+
+
+def test_invalid_digest_path_under_blobs_stops_the_sweep(store: SyntheticStore) -> None:
+    """digestFromPath fails on a data file whose path is not a digest: the real run has already
+    removed the untagged manifests, then stops before deleting any blob (exit status 1)."""
+    image = store.image("app", None)
+    store.image("app", "v1")
+    (store.repo_dir("app") / "_manifests" / "tags").mkdir(exist_ok=True)
+    bad = store.v2 / "blobs" / "md5" / "ab" / ("ab" * 16) / "data"
+    bad.parent.mkdir(parents=True)
+    bad.write_bytes(b"?")
+    outcome = predict(store.root, V28, delete_untagged=True)
+    assert outcome.plan.abort is None and "error enumerating blobs" in (outcome.plan.stops or "")
+    assert outcome.plan.deleted_revisions == {"app": hexes([image.digest])}
+    assert outcome.plan.blobs_deleted == 0
+    doc = report_for(store.root, V28, True).extra["gc_preview"]["registries"][0]
+    assert doc["gc_exit_status"] == 1 and doc["gc_stops_in"] == "sweep"
+
+
+@pytest.mark.parametrize("version", [V28, V3])
+def test_stray_file_among_tags_stops_delete_untagged(
+    store: SyntheticStore, version: GcVersion
+) -> None:
+    """Tags.Lookup reads <entry>/current/link for every entry of _manifests/tags: under a file
+    that fails with "not a directory", which is not "not found"."""
+    store.image("app", "v1")
+    (store.repo_dir("app") / "_manifests" / "tags" / "README").write_text("notes")
+    plan = predict(store.root, version, delete_untagged=True).plan
+    assert "tags/README/current/link: not a directory" in (plan.abort or "")
+    assert predict(store.root, version).plan.abort is None
+
+
+def test_3x_refuses_schema1_in_its_mark_phase(store: SyntheticStore) -> None:
+    layer = store.blob(b"schema1 layer")
+    store.link_layer("old", layer)
+    body = json.dumps({"schemaVersion": 1, "fsLayers": [{"blobSum": layer}]}).encode()
+    digest = store.blob(body)
+    store.link_revision("old", digest)
+    store.tag("old", "v1", digest)
+    assert "manifest schema v1 unsupported" in (predict(store.root, V3).plan.abort or "")
+    outcome = predict(store.root, V28)
+    assert outcome.plan.abort is None and outcome.plan.deleted_blobs == set()
+
+
+def test_28_serves_a_manifest_through_its_layer_link(store: SyntheticStore) -> None:
+    """manifestLinkPathFns (release/2.8 registry.go) tries the revision link, then _layers: a
+    child whose revision link is gone but which was also uploaded as a blob still pulls."""
+    index = store.index("app", "v1")
+    child = index.children[0]
+    store.link_layer("app", child.digest)
+    shutil.rmtree(store.revision_link("app", child.digest).parent)
+    outcome = predict(store.root, V28)
+    assert outcome.tag_states[("app", "v1")] == (True, False)  # its blobs are not marked
+    assert ("app", "v1") in breaking(outcome)
+
+
+def test_revision_link_naming_another_digest_is_enumerated_as_that_digest(
+    store: SyntheticStore,
+) -> None:
+    """linkedBlobStore.Enumerate reads each link and Stats the digest it names; on 2.8 that
+    Stat also finds a manifest through its _layers link, so the child below is marked."""
+    index = store.index("app", "v1")
+    child = index.children[0]
+    shutil.rmtree(store.revision_link("app", child.digest).parent)
+    store.link_layer("app", child.digest)
+    stray = store.revision_link("app", "sha256:" + "e" * 64)
+    stray.parent.mkdir(parents=True)
+    stray.write_text(child.digest)
+    assert predict(store.root, V28).plan.deleted_blobs == set()
+    # 3.x Stats manifests through revision links only: the child is not enumerated.
+    assert predict(store.root, V3).plan.deleted_blobs == hexes(child.blobs)
+
+
+def test_json_lists_each_deleted_blob_with_what_references_it(store: SyntheticStore) -> None:
+    index = store.index("app", "v1")
+    code, out, _ = invoke(store.root, "-m", "--format", "json")
+    assert code == ExitCode.DEFECTS
+    doc = json.loads(out)["gc_preview"]["registries"][0]
+    child = index.children[1]
+    entry = next(b for b in doc["deleted_blobs"] if b["digest"] == child.layers[0])
+    assert entry["size"] == store.data_path(child.layers[0]).stat().st_size
+    assert entry["layer_links"] == ["app"] and entry["revision_links"] == []
+    assert entry["referenced_by"] == [
+        {"repository": "app", "manifest": child.digest, "role": "layer"}
+    ]
+    assert entry["tags"] == ["app:v1"]
+    assert {b["digest"] for b in doc["deleted_blobs"]} == {
+        b for c in index.children for b in c.blobs
+    }
+    assert {(m["repository"], m["digest"]) for m in doc["deleted_manifests"]} == {
+        ("app", c.digest) for c in index.children
+    }
+    assert doc["gc_exit_status"] == 0 and doc["gc_stops_in"] is None
+
+
 # --- numbers, layouts, speed ---------------------------------------------------------------------
 
 
@@ -746,3 +895,95 @@ def test_real_repository_with_many_tags(registry: RegistryServer, tmp_path: Path
     assert m.plan.manifests_deleted == overwritten + children
     plain = compare_with_real_gc(registry, tmp_path, False, skopeo_sample=40)
     assert not plain.findings and not plain.plan.deleted_blobs
+
+
+@pytest.mark.registry
+@pytest.mark.skopeo
+@pytest.mark.parametrize("delete_untagged", [True, False], ids=["delete-untagged", "plain"])
+def test_real_repository_without_layers_folder(
+    registry: RegistryServer, tmp_path: Path, delete_untagged: bool
+) -> None:
+    """The cause of predicted 2 / real 6 deleted blobs: 2.8 never enumerates a repository that
+    lost its _layers folder, so all it references is swept."""
+    push_image(registry, "kept", "v1")
+    lost = push_index(registry, "lost", "v1", attestation=True)
+    shutil.rmtree(registry.v2 / "repositories" / "lost" / "_layers")
+    outcome = compare_with_real_gc(registry, tmp_path, delete_untagged)
+    assert hexes([lost.digest, *(m.digest for m in lost.manifests)]) <= outcome.plan.deleted_blobs
+    assert hexes(b.digest for m in lost.manifests for b in m.blobs) <= outcome.plan.deleted_blobs
+
+
+def _real_gc_on_copy(
+    registry: RegistryServer, tmp_path: Path, delete_untagged: bool
+) -> tuple[int, str, set[str], set[str]]:
+    """Run the real garbage-collect on a copy: exit status, output, data files before, after."""
+    copy = RegistryServer(workdir=tmp_path / f"copy-{delete_untagged}", registry_bin=registry.bin)
+    shutil.copytree(registry.root, copy.root, symlinks=True, dirs_exist_ok=True)
+
+    def files() -> set[str]:
+        return {str(p.relative_to(copy.v2)) for p in copy.v2.rglob("*") if p.is_file()}
+
+    before = files()
+    run = copy.garbage_collect(delete_untagged=delete_untagged)
+    return run.returncode, run.stdout, before, files()
+
+
+@pytest.mark.registry
+def test_real_stray_file_among_tags_stops_delete_untagged(
+    registry: RegistryServer, tmp_path: Path
+) -> None:
+    push_image(registry, "app", "v1")
+    registry.stop()
+    (registry.v2 / "repositories" / "app" / "_manifests" / "tags" / "README").write_text("x")
+    outcome = predict(registry.root, V28, delete_untagged=True)
+    assert outcome.plan.abort is not None
+    code, out, before, after = _real_gc_on_copy(registry, tmp_path, True)
+    # "failed to garbage collect: failed to mark: ...", exit status 1, nothing deleted.
+    assert code == 1 and "not a directory" in out and before == after
+    # The real message carries the driver's prefixes ("filesystem: ..."); the digest and the
+    # cause are the same.
+    digest = outcome.plan.abort.split("for digest ")[1].split(":")[:2]
+    assert "failed to retrieve tags for digest " + ":".join(digest) in out
+    code, _, before, after = _real_gc_on_copy(registry, tmp_path, False)
+    assert code == 0 and predict(registry.root, V28).plan.abort is None
+
+
+@pytest.mark.registry
+def test_real_sweep_deletes_blobs_of_every_algorithm(
+    registry: RegistryServer, tmp_path: Path
+) -> None:
+    push_image(registry, "app", "v1")
+    registry.stop()
+    hex512 = "cd" * 64
+    data = registry.v2 / "blobs" / "sha512" / hex512[:2] / hex512 / "data"
+    data.parent.mkdir(parents=True)
+    data.write_bytes(b"stale")
+    outcome = predict(registry.root, V28)
+    assert outcome.plan.deleted_other_blobs == {f"sha512:{hex512}"}
+    code, _, before, after = _real_gc_on_copy(registry, tmp_path, False)
+    assert code == 0
+    assert before - after == {f"blobs/sha512/cd/{hex512}/data"}
+
+
+@pytest.mark.registry
+def test_real_invalid_digest_path_stops_after_removing_manifests(
+    registry: RegistryServer, tmp_path: Path
+) -> None:
+    """2.8.2 removes the untagged revision links, then fails enumerating blobs (exit 1)."""
+    old = push_image(registry, "app", "v1", layers=1, seed="old")
+    push_image(registry, "app", "v1", layers=1, seed="new")
+    registry.stop()
+    bad = registry.v2 / "blobs" / "md5" / "ab" / ("ab" * 16) / "data"
+    bad.parent.mkdir(parents=True)
+    bad.write_bytes(b"?")
+    plan = predict(registry.root, V28, delete_untagged=True).plan
+    assert "unsupported digest algorithm" in (plan.sweep_error or "")
+    assert plan.deleted_revisions == {"app": hexes([old.digest])} and plan.blobs_deleted == 0
+    code, out, before, after = _real_gc_on_copy(registry, tmp_path, True)
+    assert code == 1 and "error enumerating blobs" in out and "unsupported digest algorithm" in out
+    hex_ = old.digest.split(":")[1]
+    # vacuum.RemoveManifest: the revision link and the tag's history entry for it.
+    assert before - after == {
+        f"repositories/app/_manifests/revisions/sha256/{hex_}/link",
+        f"repositories/app/_manifests/tags/v1/index/sha256/{hex_}/link",
+    }

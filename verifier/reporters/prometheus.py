@@ -46,6 +46,7 @@ FS_ORPHAN_LAYER_LINKS = "regverify_fs_orphan_layer_links"
 FS_ORPHAN_INDEX_CHILDREN = "regverify_fs_orphan_index_children"
 FS_REPOSITORY_DEFECTS = "regverify_fs_repository_defects"
 FS_REPOSITORY_DEFECTS_TRUNCATED = "regverify_fs_repository_defects_truncated"
+FS_TAGS_BROKEN = "regverify_fs_tags_broken"
 
 #: Every family a run can produce, in exposition order. Only these are carried forward from an
 #: earlier textfile, so a stray file never smuggles foreign series into ours.
@@ -53,6 +54,7 @@ RUN_FAMILIES: tuple[str, ...] = (
     LAST_RUN, LAST_SUCCESS, RUN_DURATION, CATALOG_ACCESSIBLE, IMAGES_CHECKED, IMAGES_BROKEN,
     DEFECTS, IMAGE_BROKEN, IMAGE_BROKEN_TRUNCATED, REQUESTS, FS_ORPHAN_LAYER_LINKS,
     FS_ORPHAN_INDEX_CHILDREN, FS_REPOSITORY_DEFECTS, FS_REPOSITORY_DEFECTS_TRUNCATED,
+    FS_TAGS_BROKEN,
 )
 
 _HELP = {
@@ -76,6 +78,8 @@ _HELP = {
                            "regverify_fs_repository_defects_truncated).",
     FS_REPOSITORY_DEFECTS_TRUNCATED: "(repository, kind) pairs left out of "
                                      "regverify_fs_repository_defects by the series cap.",
+    FS_TAGS_BROKEN: "Tags the last fs run found unpullable from storage (what they need is gone), "
+                    "including tags still broken after fs fix quarantined their orphan links.",
 }
 
 
@@ -227,6 +231,21 @@ def report_families(
         out.append(_gauge(FS_ORPHAN_INDEX_CHILDREN, identity,
                           by_kind.get(str(Kind.ORPHAN_INDEX_CHILD), 0)))
         out.extend(_repository_defects(report, identity, max_broken_series))
+        out.append(_gauge(FS_TAGS_BROKEN, identity, len(broken_tags(report))))
+    return out
+
+
+def broken_tags(report: Report) -> set[tuple[str, str]]:
+    """(repository, tag) pairs that the error findings of a storage run say cannot be pulled.
+
+    Storage findings name the tags they break in `details["tags"]`; a repaired orphan link is
+    `info`, but the image finding that outlives it stays an error, so the tag still counts.
+    """
+    out: set[tuple[str, str]] = set()
+    for finding in report.defects:
+        repository, tags = finding.repository, finding.details.get("tags")
+        if repository and isinstance(tags, list):
+            out.update((repository, str(tag)) for tag in tags)
     return out
 
 

@@ -54,18 +54,23 @@ fs_app = typer.Typer(
 StoragePath = Annotated[
     Path,
     typer.Argument(
+        metavar="PATH",
         help="A registry root (holds docker/registry/v2) or a base of several registries.",
         show_default=False,
     ),
 ]
 RegistryOpt = Annotated[
     list[str] | None,
-    typer.Option("--registry", help="Only this registry of a multi-registry base (repeatable)."),
+    typer.Option(
+        "--registry", metavar="NAME",
+        help="Only this registry of a multi-registry base (repeatable).",
+    ),
 ]
 ProxyCacheOpt = Annotated[
     list[str] | None,
     typer.Option(
         "--proxy-cache",
+        metavar="NAME",
         help="This registry is a pull-through cache: skip the orphan_index_child check "
         "(repeatable; '.' names a single root).",
     ),
@@ -209,6 +214,7 @@ def fix_command(
         Path | None,
         typer.Option(
             "--quarantine",
+            metavar="DIR",
             help="Where moved links go, one folder per run "
             "[default: <parent of PATH>/.regverify-quarantine].",
         ),
@@ -236,6 +242,7 @@ def fix_command(
         float,
         typer.Option(
             "--max-orphan-share",
+            metavar="SHARE",
             min=0.0,
             max=1.0,
             help="Refuse when a registry has a larger share of orphan layer links.",
@@ -272,6 +279,7 @@ def restore_command(
     run_dir: Annotated[
         Path,
         typer.Argument(
+            metavar="DIR",
             help="The --quarantine folder of fs fix (every run in it, newest first) or one "
             "run folder in it (holds journal.jsonl).",
             show_default=False,
@@ -279,7 +287,10 @@ def restore_command(
     ],
     run: Annotated[
         str | None,
-        typer.Option("--run", help="Only this run folder of the quarantine folder (its name)."),
+        typer.Option(
+            "--run", metavar="NAME",
+            help="Only this run folder of the quarantine folder (its name).",
+        ),
     ] = None,
     fmt: FormatOpt = Format.HUMAN,
     output: OutputOpt = None,

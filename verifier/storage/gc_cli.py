@@ -1,7 +1,5 @@
 """`regverify fs gc-preview`: predict what ``garbage-collect`` would break, before it runs.
 
-Issue 8.
-
 Parses options, runs `verifier.storage.gc_preview.preview_storage`, writes the report and maps
 the outcome to the exit code that gates the GC job::
 
@@ -61,6 +59,7 @@ def gc_preview_command(
     path: Annotated[
         Path,
         typer.Argument(
+            metavar="PATH",
             help="A registry root (holds docker/registry/v2) or a base of several registries.",
             show_default=False,
         ),
@@ -78,6 +77,7 @@ def gc_preview_command(
         GcVersion,
         typer.Option(
             "--gc-version",
+            metavar="2.8|3",
             help="The distribution line whose garbage-collect will run: 2.8 (Debian's "
             "docker-registry, registry:2) or 3 (registry:3).",
         ),
@@ -85,12 +85,13 @@ def gc_preview_command(
     registry: Annotated[
         list[str] | None,
         typer.Option(
-            "--registry", help="Only this registry of a multi-registry base (repeatable)."
+            "--registry", metavar="NAME",
+            help="Only this registry of a multi-registry base (repeatable).",
         ),
     ] = None,
     fmt: Annotated[Format, typer.Option("--format", "-f", help="Report format.")] = Format.HUMAN,
     output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="Write the report here.")
+        Path | None, typer.Option("--output", "-o", metavar="FILE", help="Write the report here.")
     ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Tracebacks on errors.")] = False,
 ) -> None:
