@@ -1,4 +1,4 @@
-"""Benchmark `regverify fs scan` against a straightforward walk-and-stat scan (issue 4, "Speed").
+"""Benchmark `regverify fs scan` against a straightforward walk-and-stat scan.
 
 Builds a synthetic distribution store (default 200,000 layer links across 2,000 repositories),
 then, in the same run and on the same (warm) tree, times in fresh subprocesses:

@@ -11,7 +11,7 @@ nothing more); every run checks that both programs find the same broken images.
 Then, in the same run and against the same registry, each in a fresh subprocess:
 
 * ``minimal``: a minimal aiohttp program doing the least work that still catches every defect
-  class of the `image` issue: catalog and tags (following ``Link``), GET each tag's manifest
+  class `regverify image` knows: catalog and tags (following ``Link``), GET each tag's manifest
   (sha256 checked), GET each index child by digest, one ranged GET of the last byte per
   (repository, blob) -- at the same concurrency;
 * ``regverify``: ``regverify scan HOST --plain-http --concurrency C --format json``.

@@ -42,7 +42,7 @@ DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar.gzip"
 IN_TOTO = "application/vnd.in-toto+json"
 
 # All four must be sent: without the OCI types 2.8 answers 404 for OCI content, and without the
-# list types it silently downgrades a tag to one child (see REGISTRY-FACTS.md).
+# list types it silently downgrades a tag to one child (observed on distribution 2.8).
 MANIFEST_ACCEPT = ", ".join([OCI_INDEX, OCI_MANIFEST, DOCKER_MANIFEST_LIST, DOCKER_MANIFEST])
 
 START_TIMEOUT = 10.0

@@ -1,6 +1,6 @@
-"""Registry cost (issue 7): the one-request blob probe, and `--cache-dir` across scans.
+"""Registry cost: the one-request blob probe, and `--cache-dir` across scans.
 
-Against the real registry: every fault class of the `image` issue is caught by the default
+Against the real registry: every fault class `regverify image` knows is caught by the default
 probe (one ranged GET of the last byte) exactly as by HEAD + ranged GET, and skopeo agrees;
 a second scan with a cache replaces every known manifest GET by a HEAD and finds exactly what a
 scan without cache finds -- also after `garbage-collect --delete-untagged`, which is why a known

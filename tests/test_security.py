@@ -455,7 +455,7 @@ def test_bearer_refused_is_incomplete(bearer: Secured, fresh_tokens: TokenServer
 
 def _slow_scan(bearer: Secured, tmp_path: Path) -> tuple[Run, FaultProxy]:
     # Every request is delayed so the run outlives the tokens' two-second lifetime (with one
-    # ranged GET per blob, issue 7, the scan sends about half the requests it used to).
+    # ranged GET per blob, the scan sends about half the requests it used to).
     plan = FaultPlan(rate=1.0, faults=("delay",), delay=(0.16, 0.16))
     with FaultProxy(bearer.server.url, plan) as slow:
         run = regverify("scan", slow.host, "--plain-http", "--format", "json", "--concurrency",

@@ -272,7 +272,7 @@ def test_check_link_content() -> None:
 
 
 def test_orphan_index_child_after_gc_incident(store: SyntheticStore) -> None:
-    """What garbage-collect --delete-untagged does to a tagged index (REGISTRY-FACTS.md)."""
+    """What garbage-collect --delete-untagged does to a tagged index (as observed on 2.8)."""
     idx = store.index("app/multi", "v1")
     store.image("app/multi", "plain")
     amd64, arm64 = idx.children

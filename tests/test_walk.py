@@ -94,7 +94,7 @@ def test_shared_layer_is_checked_once_per_repository() -> None:
     findings, walker = walk(fake, "v1")
     assert findings == []
     shared_digest = _digest(shared)
-    # One probe per (repository, digest): the default probe is a single ranged GET (issue 7).
+    # One probe per (repository, digest): the default probe is a single ranged GET.
     assert fake.hits[("GET", f"/v2/repo/blobs/{shared_digest}")] == 1
     assert fake.hits[("HEAD", f"/v2/repo/blobs/{shared_digest}")] == 0
     assert walker.counters["blobs"] == 5  # 2 configs + shared + a + b

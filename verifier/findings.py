@@ -24,7 +24,7 @@ class Severity(StrEnum):
 class Kind(StrEnum):
     """Every kind of finding the tool knows, HTTP and filesystem modes alike."""
 
-    # HTTP mode (issue: regverify image)
+    # HTTP mode: regverify image
     MANIFEST_MISSING = "manifest_missing"
     BLOB_MISSING = "blob_missing"
     BLOB_UNREADABLE = "blob_unreadable"
@@ -35,9 +35,9 @@ class Kind(StrEnum):
     AUTH_FAILED = "auth_failed"
     FOREIGN_LAYER = "foreign_layer"
     SCHEMA1_UNVERIFIED = "schema1_unverified"
-    # HTTP scan (issue: regverify scan)
+    # HTTP scan: regverify scan
     CATALOG_INACCESSIBLE = "catalog_inaccessible"
-    # filesystem mode (issue: fs)
+    # filesystem mode: regverify fs
     ORPHAN_LAYER_LINK = "orphan_layer_link"
     ORPHAN_INDEX_CHILD = "orphan_index_child"
     DANGLING_TAG = "dangling_tag"
@@ -49,7 +49,7 @@ class Kind(StrEnum):
     RESTORE_CONFLICT = "restore_conflict"
     IMAGE_BLOB_MISSING = "image_blob_missing"
     LAYER_LINK_MISSING = "layer_link_missing"
-    # gc preview (issue: gc-preview)
+    # gc preview: regverify fs gc-preview
     GC_WOULD_BREAK = "gc_would_break"
     GC_WOULD_DELETE_REFERENCED = "gc_would_delete_referenced"
 

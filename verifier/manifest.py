@@ -31,7 +31,7 @@ IMAGE_TYPES = frozenset({MediaType.OCI_MANIFEST, MediaType.DOCKER_MANIFEST})
 SCHEMA1_TYPES = frozenset({MediaType.DOCKER_SCHEMA1, MediaType.DOCKER_SCHEMA1_SIGNED})
 
 #: All four modern types, always: without the OCI ones distribution 2.8 answers 404 for OCI
-#: content, and without the Docker ones it silently downgrades (REGISTRY-FACTS.md).
+#: content, and without the Docker ones it silently downgrades.
 ACCEPT = ", ".join(
     [
         MediaType.OCI_INDEX,

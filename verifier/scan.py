@@ -40,7 +40,7 @@ from verifier.reference import ImageReference, is_valid_repository
 from verifier.verify import RunOptions, display_reference, open_cache, run_counters
 from verifier.walk import Walker
 
-#: distribution answers 400 PAGINATION_NUMBER_INVALID above this (REGISTRY-FACTS.md).
+#: distribution answers 400 PAGINATION_NUMBER_INVALID above this.
 PAGE_SIZE_MAX = 1000
 #: A registry whose `Link` never ends must not keep us reading forever.
 DEFAULT_MAX_PAGES = 100_000

@@ -1,7 +1,7 @@
 """`--settle SECONDS`: give a just-pushed image time to appear before calling a 404 a defect.
 
 Registries backed by eventually consistent storage can answer 404 for a manifest or blob for a
-short while after the push that wrote it (issue 5). Right after a push, "not found" is then a
+short while after the push that wrote it. Right after a push, "not found" is then a
 question of time, not damage, so a not-found verdict is re-verified from scratch, with a growing
 pause, until it clears or the settle window closes; the last verdict stands.
 """

@@ -1,4 +1,4 @@
-"""Filesystem mode (issue 4): scan distribution's storage on the registry host, repair safely.
+"""Filesystem mode: scan distribution's storage on the registry host, repair safely.
 
     layout.py   which registries a path holds; every path, built only from validated digests
     fsio.py     small reads that never follow symlinks and never block on FIFOs

@@ -1,6 +1,6 @@
 """Where things live in distribution's filesystem storage, and which registries a path holds.
 
-Two layouts (issue 4, "Layouts"):
+Two layouts:
 
 * single root: ``ROOT/docker/registry/v2/...`` (what the registry's ``rootdirectory:`` names);
 * multi-registry base: ``BASE/<name>/docker/registry/v2/...``.

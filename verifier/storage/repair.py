@@ -1,6 +1,6 @@
 """`fs fix` and `fs restore`: quarantine orphan layer links, relink index children, undo it all.
 
-Issue 4, "Repairs": nothing is ever deleted. An orphan `_layers` link is *moved* to
+Repairs: nothing is ever deleted. An orphan `_layers` link is *moved* to
 ``QUARANTINE/<UTC time>/tree/<path relative to the base>``; a recreated revision link is written
 new. Every action is written to ``QUARANTINE/<UTC time>/journal.jsonl`` (fsynced) before it
 happens, and `restore_quarantine` replays that journal backwards.
@@ -141,7 +141,7 @@ class RailDecision:
 
 
 def check_safety_rails(result: ScanResult, *, force: bool, max_orphan_share: float) -> RailDecision:
-    """Decide from the scan alone whether `fs fix` may act (issue 4, "Safety rails")."""
+    """Decide from the scan alone whether `fs fix` may act (its safety rails)."""
     refusals: list[str] = []
     overridden: list[str] = []
     for s in result.stats:

@@ -1,6 +1,6 @@
-"""Scan distribution's filesystem storage and turn what it holds into findings (issue 4, "Checks").
+"""Scan distribution's filesystem storage and turn what it holds into findings.
 
-Speed (issue 4, "Speed"): each registry's blob store is listed once (``os.scandir`` plus one
+Speed: each registry's blob store is listed once (``os.scandir`` plus one
 ``lstat`` of each blob's ``data``) into a set, and every link check is a set lookup, so the cost
 grows linearly with the number of files. Link files are read with ``O_NOFOLLOW``.
 
@@ -142,7 +142,7 @@ def _finding(
     actual_size: int | None = None,
     details: dict[str, Any] | None = None,
 ) -> Finding:
-    """Every filesystem finding carries registry, repository, digest and path (issue 4)."""
+    """Every filesystem finding carries registry, repository, digest and path."""
     return Finding(
         kind=kind,
         severity=severity,
@@ -786,7 +786,7 @@ class ChildAssessment:
 def assess_child(
     child: Digest, repo: RepoLinks, blobs: BlobStore, read: ManifestReader
 ) -> ChildAssessment:
-    """Decide whether an orphan child can be relinked losslessly (issue 4, "Repairs").
+    """Decide whether an orphan child can be relinked losslessly.
 
     Only when its manifest data is present, parses, matches its digest, and every blob it
     references is present and linked in this repository.
