@@ -150,7 +150,7 @@ def naive_scan(root: Path) -> dict[str, int]:
 
 def fs_scan(root: Path, *, full: bool) -> dict[str, int]:
     """verifier.storage.scan, as `regverify fs scan` runs it."""
-    from verifier.findings import Kind
+    from verifier.model.findings import Kind
     from verifier.storage.layout import detect_layout
     from verifier.storage.scan import ScanOptions, scan_storage
 

@@ -91,10 +91,10 @@ def build(server: RegistryServer, tags: int, indexes: int, overwritten: int) -> 
 
 
 def run_preview(store: Path) -> None:
-    """The whole command, as a user runs it (the lead mounts the same sub-app in verifier.cli)."""
+    """The whole command, as a user runs it (verifier.cli.main mounts the same sub-app)."""
     import typer
 
-    from verifier.storage.gc_cli import register
+    from verifier.cli.gc_preview import register
 
     fs_app = typer.Typer()
     register(fs_app)

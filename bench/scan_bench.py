@@ -372,7 +372,7 @@ async def layers(host: str, probes: list[tuple[str, str, int]], concurrency: int
                  rounds: int = 3) -> dict[str, float]:
     """CPU per ranged GET of the last byte, layer by layer, on the same blobs and connections.
 
-    `aiohttp`: the bare loop; `transport`: verifier.transport's `AiohttpTransport` called
+    `aiohttp`: the bare loop; `transport`: verifier.registry.transport's `AiohttpTransport` called
     directly with an `httpx.Request`; `httpx+transport`: the same requests through
     `httpx.AsyncClient` on it; `RegistryClient`: `read_last_byte` (retry loop, deadline,
     redirect and auth handling, counting, the result record). Median of `rounds` passes,
@@ -381,8 +381,8 @@ async def layers(host: str, probes: list[tuple[str, str, int]], concurrency: int
     import aiohttp
     import httpx
 
-    from verifier.client import ClientOptions, RegistryClient
-    from verifier.transport import AiohttpTransport
+    from verifier.registry.client import ClientOptions, RegistryClient
+    from verifier.registry.transport import AiohttpTransport
 
     base = f"http://{host}"
     slots = asyncio.Semaphore(concurrency)

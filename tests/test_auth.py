@@ -15,7 +15,13 @@ import httpx
 import pytest
 import respx
 
-from verifier.auth import (
+from verifier.errors import (
+    AuthRefused,
+    CredentialsError,
+    IncompleteError,
+    RegistryUnreachable,
+)
+from verifier.registry.auth import (
     Credentials,
     RegistryAuth,
     credentials_from_docker_config,
@@ -23,12 +29,6 @@ from verifier.auth import (
     parse_challenge,
     resolve_credentials,
     scope_for_path,
-)
-from verifier.errors import (
-    AuthRefused,
-    CredentialsError,
-    IncompleteError,
-    RegistryUnreachable,
 )
 
 REGISTRY = "http://reg.test"

@@ -1,4 +1,4 @@
-"""Bodies read with a cap on the bytes held after decoding (verifier/bodies.py).
+"""Bodies read with a cap on the bytes held after decoding (verifier/registry/bodies.py).
 
 The client asks for `Accept-Encoding: identity`, but a server or a proxy may compress anyway.
 A gzip-encoded manifest within the cap is decoded and verified (digest over the decoded bytes);
@@ -26,7 +26,7 @@ import pytest
 
 from tests.faultproxy import Exchange
 from tests.test_hostile import OCI_MANIFEST, HostileRegistry, dump, image_manifest
-from verifier.bodies import STEP, BodyDecodingError, discard, read_capped
+from verifier.registry.bodies import STEP, BodyDecodingError, discard, read_capped
 
 _PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
 MIB = 1024 * 1024

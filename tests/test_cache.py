@@ -36,10 +36,10 @@ from tests.harness import (
 )
 from verifier.cache import MAGIC, ManifestCache
 from verifier.checks import Context
-from verifier.client import ClientOptions, RegistryClient
 from verifier.errors import UsageError
-from verifier.findings import Report
-from verifier.manifest import Descriptor
+from verifier.model.findings import Report
+from verifier.model.manifest import Descriptor
+from verifier.registry.client import ClientOptions, RegistryClient
 from verifier.scan import verify_registry
 from verifier.verify import RunOptions
 from verifier.walk import BlobProbe, Walker, WalkOptions

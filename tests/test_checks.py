@@ -17,9 +17,9 @@ from verifier.checks import (
     finding,
     relabel,
 )
-from verifier.client import BlobHead, BlobStream, ManifestFetch, RangeRead
-from verifier.findings import Finding, Kind, Severity
-from verifier.manifest import Descriptor, ImageManifest, MediaType
+from verifier.model.findings import Finding, Kind, Severity
+from verifier.model.manifest import Descriptor, ImageManifest, MediaType
+from verifier.registry.client import BlobHead, BlobStream, ManifestFetch, RangeRead
 
 CTX = Context("team/app", "v1")
 SIZE = 1234

@@ -12,7 +12,7 @@ import pytest
 import respx
 from typer.testing import CliRunner
 
-from verifier.cli import app, build_run_options
+from verifier.cli.main import app, build_run_options
 
 runner = CliRunner()
 HOST = "reg.test"
@@ -198,8 +198,8 @@ def test_password_from_stdin_is_never_echoed() -> None:
 
 
 def test_filesystem_commands_are_mounted_on_the_real_app() -> None:
-    """`regverify fs scan|fix|restore|gc-preview` reach their commands through verifier.cli."""
-    from verifier.cli import app as real_app
+    """`regverify fs scan|fix|restore|gc-preview` reach their commands through verifier.cli.main."""
+    from verifier.cli.main import app as real_app
 
     for command in ("scan", "fix", "restore", "gc-preview"):
         result = CliRunner().invoke(real_app, ["fs", command, "--help"])
@@ -212,9 +212,9 @@ def test_start_up_imports_only_what_the_http_commands_need() -> None:
     import subprocess
     import sys
 
-    lazy = ["aiohttp", "verifier.exporter", "verifier.storage.gc_preview",
-            "verifier.storage.repair", "verifier.storage.scan", "verifier.transport"]
-    probe = f"import sys, verifier.cli; print([m for m in {lazy!r} if m in sys.modules])"
+    lazy = ["aiohttp", "verifier.output.exporter", "verifier.storage.gc_preview",
+            "verifier.storage.repair", "verifier.storage.scan", "verifier.registry.transport"]
+    probe = f"import sys, verifier.cli.main; print([m for m in {lazy!r} if m in sys.modules])"
     run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                          check=True, timeout=60)
     assert run.stdout.strip() == "[]", run.stdout
@@ -222,8 +222,8 @@ def test_start_up_imports_only_what_the_http_commands_need() -> None:
 
 def test_credentials_note_names_the_source(_isolated_credentials: Path,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    from verifier.auth import Credentials
-    from verifier.cli import credentials_note
+    from verifier.cli.main import credentials_note
+    from verifier.registry.auth import Credentials
 
     assert credentials_note("r.example.com", None, None) == (
         "no credentials were sent to r.example.com: none were found for it")

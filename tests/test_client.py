@@ -17,9 +17,11 @@ import httpx
 import pytest
 import respx
 
-from verifier import client as client_module
-from verifier.auth import Credentials
-from verifier.client import (
+from verifier.errors import RegistryUnreachable, UsageError
+from verifier.model.manifest import ACCEPT
+from verifier.registry import client as client_module
+from verifier.registry.auth import Credentials
+from verifier.registry.client import (
     BlobHead,
     BlobStream,
     ClientOptions,
@@ -28,8 +30,6 @@ from verifier.client import (
     RequestFailed,
     parse_retry_after,
 )
-from verifier.errors import RegistryUnreachable, UsageError
-from verifier.manifest import ACCEPT
 
 T = TypeVar("T")
 HOST = "reg.test"

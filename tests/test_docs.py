@@ -175,7 +175,7 @@ def test_every_option_is_explained_outside_the_generated_reference() -> None:
     from typer.main import get_command
 
     from tests.test_help import commands
-    from verifier.cli import app
+    from verifier.cli.main import app
 
     prose = "\n".join(p.read_text() for p in PAGES if p.name != "cli.md")
     root: Any = get_command(app)

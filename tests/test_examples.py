@@ -23,8 +23,8 @@ from typer.main import get_command
 from tests.harness import RegistryServer, blob_data_path, push_image
 from tests.promtool import check_metrics, run_promtool
 from tests.test_prometheus import value
-from verifier.cli import app
-from verifier.plugin import parse_images, settings_from_env
+from verifier.cli.main import app
+from verifier.cli.plugin import parse_images, settings_from_env
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"

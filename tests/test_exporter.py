@@ -21,9 +21,9 @@ from tests.harness import RegistryServer, blob_data_path, push_image
 from tests.promtool import check_metrics
 from tests.test_prometheus import broken_images, samples, scan_report, value
 from verifier.errors import RegistryUnreachable, UsageError
-from verifier.exporter import Exporter, ScanState, bind, parse_duration, parse_listen
-from verifier.findings import Finding, Kind, Report, Severity
-from verifier.reporters.prometheus import Identity, exposition
+from verifier.model.findings import Finding, Kind, Report, Severity
+from verifier.output.exporter import Exporter, ScanState, bind, parse_duration, parse_listen
+from verifier.output.prometheus import Identity, exposition
 
 IDENTITY = Identity("reg.example.com", "scan")
 

@@ -34,10 +34,10 @@ from tests.harness import (
     push_index,
     revision_link_path,
 )
-from verifier import client as client_module
-from verifier.cli import app
-from verifier.client import ClientOptions, RegistryClient, RequestFailed, parse_retry_after
+from verifier.cli.main import app
 from verifier.errors import RegistryUnreachable
+from verifier.registry import client as client_module
+from verifier.registry.client import ClientOptions, RegistryClient, RequestFailed, parse_retry_after
 
 _PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
 

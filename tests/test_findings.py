@@ -7,7 +7,7 @@ from collections import Counter
 import pytest
 
 from verifier.errors import ExitCode
-from verifier.findings import (
+from verifier.model.findings import (
     INCOMPLETE_KINDS,
     Finding,
     ImageResult,

@@ -17,8 +17,8 @@ from typer.main import get_command
 from typer.testing import CliRunner
 
 from verifier import __version__
-from verifier.cli import app
-from verifier.plugin import SETTINGS
+from verifier.cli.main import app
+from verifier.cli.plugin import SETTINGS
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]

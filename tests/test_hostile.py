@@ -24,8 +24,8 @@ from typer.testing import CliRunner
 
 from tests.faultproxy import Exchange, LoopbackHTTPServer
 from tests.harness import RegistryServer, blob_data_path, push_image, skopeo_copy_all
-from verifier.cli import app
-from verifier.client import ClientOptions
+from verifier.cli.main import app
+from verifier.registry.client import ClientOptions
 from verifier.scan import ScanOptions, verify_registry
 from verifier.verify import RunOptions
 

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from verifier.manifest import (
+from verifier.model.manifest import (
     ACCEPT,
     Descriptor,
     ImageIndex,

@@ -53,7 +53,7 @@ from tests.monitoring_stack import (
 )
 from tests.promtool import check_expressions, label_names, metric_names, run_promtool
 from tests.tokenserver import TokenServer
-from verifier.exporter import parse_duration
+from verifier.output.exporter import parse_duration
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples" / "prometheus"

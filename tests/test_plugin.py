@@ -16,12 +16,12 @@ import pytest
 from tests.harness import RegistryServer, blob_data_path, push_image
 from tests.promtool import check_metrics
 from tests.test_prometheus import broken_images, value
-from verifier.client import ClientOptions
+from verifier.cli.plugin import PluginSettings, merge_reports, parse_images, settings_from_env
 from verifier.errors import UsageError
-from verifier.findings import Finding, Kind, Report, Severity
-from verifier.plugin import PluginSettings, merge_reports, parse_images, settings_from_env
-from verifier.reference import parse_reference
-from verifier.reporters import Format
+from verifier.model.findings import Finding, Kind, Report, Severity
+from verifier.model.reference import parse_reference
+from verifier.output import Format
+from verifier.registry.client import ClientOptions
 from verifier.settle import PLUGIN_DEFAULT_SETTLE, verify_settled
 from verifier.verify import RunOptions, verify_image
 

@@ -28,10 +28,15 @@ from tests.harness import (
     revision_link_path,
 )
 from tests.promtool import check_metrics, label_names, metric_names
-from verifier.findings import Finding, ImageResult, ImageStatus, Kind, Report, Severity
-from verifier.metrics_output import MetricsOutput, PushgatewayError, TextfileError, redact_url
-from verifier.reporters import Format, reporter_for
-from verifier.reporters.prometheus import (
+from verifier.model.findings import Finding, ImageResult, ImageStatus, Kind, Report, Severity
+from verifier.output import Format, reporter_for
+from verifier.output.metrics_output import (
+    MetricsOutput,
+    PushgatewayError,
+    TextfileError,
+    redact_url,
+)
+from verifier.output.prometheus import (
     RUN_FAMILIES,
     Identity,
     render,
@@ -152,7 +157,7 @@ def test_broken_series_are_capped_and_the_rest_counted() -> None:
         line for line in render(report).splitlines(keepends=True)
     )
     assert value(text, "regverify_image_broken_truncated") == 0
-    from verifier.reporters.prometheus import exposition
+    from verifier.output.prometheus import exposition
 
     capped = exposition(report_families(report, identity, max_broken_series=3))
     # The first three in sorted order, so the same images stay listed from run to run.

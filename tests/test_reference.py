@@ -7,7 +7,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from verifier.errors import ExitCode, InvalidReference, UsageError
-from verifier.reference import (
+from verifier.model.reference import (
     ImageReference,
     is_valid_digest,
     is_valid_repository,

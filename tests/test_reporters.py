@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from verifier import __version__
-from verifier.findings import Finding, ImageResult, ImageStatus, Kind, Report, Severity
-from verifier.reporters import Format, human, json_report, junit, reporter_for, write_report
+from verifier.model.findings import Finding, ImageResult, ImageStatus, Kind, Report, Severity
+from verifier.output import Format, human, json_report, junit, reporter_for, write_report
 
 A = "sha256:" + "a" * 64
 B = "sha256:" + "b" * 64

@@ -40,13 +40,13 @@ from tests.harness import (
     revision_link_path,
     skopeo_copy_all,
 )
-from verifier.cli import app
-from verifier.client import ClientOptions, RegistryClient
+from verifier.cli.main import app
+from verifier.cli.progress import ScanProgress
 from verifier.errors import ExitCode, UsageError
-from verifier.findings import ImageResult, ImageStatus, Report
-from verifier.manifest import MediaType
-from verifier.progress import ScanProgress
-from verifier.reporters import junit
+from verifier.model.findings import ImageResult, ImageStatus, Report
+from verifier.model.manifest import MediaType
+from verifier.output import junit
+from verifier.registry.client import ClientOptions, RegistryClient
 from verifier.scan import (
     Filters,
     ScanOptions,

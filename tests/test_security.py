@@ -29,8 +29,8 @@ from typer.testing import CliRunner
 from tests.faultproxy import Exchange, FaultPlan, FaultProxy, LoopbackHTTPServer
 from tests.harness import RegistryServer, blob_data_path, push_image, push_index
 from tests.tokenserver import TokenServer
-from verifier.cli import app
-from verifier.reporters import Format
+from verifier.cli.main import app
+from verifier.output import Format
 
 pytestmark = pytest.mark.registry
 

@@ -1,4 +1,4 @@
-"""verifier.storage.cli: `regverify fs scan|fix|restore` exit codes and output, via CliRunner."""
+"""verifier.cli.fs: `regverify fs scan|fix|restore` exit codes and output, via CliRunner."""
 
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ import typer
 from typer.testing import CliRunner
 
 from tests.test_storage_synthetic import SyntheticStore, snapshot
-from verifier.reporters import Format
-from verifier.storage.cli import fs_app
+from verifier.cli.fs import fs_app
+from verifier.output import Format
 from verifier.storage.repair import LOCK_NAME
 
-# Mounted the way verifier.cli mounts it.
+# Mounted the way verifier.cli.main mounts it.
 app = typer.Typer()
 app.add_typer(fs_app, name="fs")
 runner = CliRunner()

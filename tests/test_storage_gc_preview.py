@@ -37,12 +37,12 @@ from tests.harness import (
     skopeo_copy_all,
 )
 from tests.test_storage_synthetic import SyntheticStore
+from verifier.cli.gc_preview import register
 from verifier.errors import ExitCode
-from verifier.findings import Finding, Kind, Report, Severity
-from verifier.reporters import Format
+from verifier.model.findings import Finding, Kind, Report, Severity
+from verifier.output import Format
 from verifier.storage import gc_preview as gc_mod
 from verifier.storage import scan as scan_mod
-from verifier.storage.gc_cli import register
 from verifier.storage.gc_preview import (
     GcOptions,
     GcVersion,
@@ -60,7 +60,7 @@ from verifier.storage.layout import RegistryStorage, detect_layout
 V28 = GcVersion.V2_8
 V3 = GcVersion.V3
 
-# Mounted the way verifier.cli mounts the fs sub-app, on a private app (no global mutation).
+# Mounted the way verifier.cli.main mounts the fs sub-app, on a private app (no global mutation).
 _fs = typer.Typer()
 register(_fs)
 app = typer.Typer()

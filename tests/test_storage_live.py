@@ -24,7 +24,7 @@ from tests.harness import (
     push_image,
     skopeo_copy_all,
 )
-from verifier.findings import Kind
+from verifier.model.findings import Kind
 from verifier.storage.layout import detect_layout
 from verifier.storage.repair import FixOptions, fix_storage
 from verifier.storage.scan import scan_storage

@@ -24,10 +24,10 @@ from tests.harness import (
     skopeo_copy_all,
 )
 from tests.test_storage_synthetic import SyntheticStore, SynthImage, snapshot
-from verifier.client import ClientOptions
 from verifier.errors import ExitCode, SafetyRefusal, UsageError
-from verifier.findings import Kind, Report, Severity
-from verifier.reference import parse_reference
+from verifier.model.findings import Kind, Report, Severity
+from verifier.model.reference import parse_reference
+from verifier.registry.client import ClientOptions
 from verifier.storage.fsio import TMP_SUFFIX
 from verifier.storage.layout import StorageLayout, detect_layout
 from verifier.storage.repair import (

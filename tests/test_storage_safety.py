@@ -24,7 +24,7 @@ import pytest
 
 from tests.test_storage_synthetic import SyntheticStore, SynthImage
 from verifier.errors import ExitCode, SafetyRefusal
-from verifier.findings import Kind, Report, Severity
+from verifier.model.findings import Kind, Report, Severity
 from verifier.storage.layout import detect_layout
 from verifier.storage.repair import (
     LOCK_NAME,

@@ -22,7 +22,7 @@ from tests.harness import (
 )
 from tests.test_storage_synthetic import OCI_MANIFEST, SyntheticStore, sha
 from verifier.errors import ExitCode
-from verifier.findings import Kind, Severity
+from verifier.model.findings import Kind, Severity
 from verifier.storage import scan as scan_mod
 from verifier.storage.layout import detect_layout
 from verifier.storage.scan import (

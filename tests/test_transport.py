@@ -1,4 +1,4 @@
-"""The client's one transport as `client.py` sees it: httpx over aiohttp (verifier/transport.py).
+"""The client's one transport as `client.py` sees it: httpx over aiohttp (registry/transport.py).
 
 Loopback servers play what the transport must turn into the httpx exceptions `client.py`
 already handles: a body cut short after good headers (the warm-cache missing blob: 0 bytes
@@ -15,8 +15,8 @@ import httpx
 import pytest
 
 from tests.loopback import with_server
-from verifier.client import ClientOptions, RangeRead, RegistryClient
-from verifier.transport import AiohttpTransport, environment_proxy, transport_error
+from verifier.registry.client import ClientOptions, RangeRead, RegistryClient
+from verifier.registry.transport import AiohttpTransport, environment_proxy, transport_error
 
 DIGEST = "sha256:" + "d" * 64
 

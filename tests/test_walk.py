@@ -10,9 +10,9 @@ from typing import Any
 
 import httpx
 
-from verifier.client import ClientOptions, RegistryClient
-from verifier.findings import Finding, Kind, Severity
-from verifier.manifest import MediaType
+from verifier.model.findings import Finding, Kind, Severity
+from verifier.model.manifest import MediaType
+from verifier.registry.client import ClientOptions, RegistryClient
 from verifier.walk import Walker, WalkOptions
 
 

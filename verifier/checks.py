@@ -10,10 +10,10 @@ import hashlib
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from verifier.client import BlobHead, BlobStream, ManifestFetch, RangeRead
-from verifier.findings import Finding, Kind, Severity
-from verifier.manifest import Descriptor, Manifest, ManifestError, parse_manifest
-from verifier.reference import is_valid_digest
+from verifier.model.findings import Finding, Kind, Severity
+from verifier.model.manifest import Descriptor, Manifest, ManifestError, parse_manifest
+from verifier.model.reference import is_valid_digest
+from verifier.registry.client import BlobHead, BlobStream, ManifestFetch, RangeRead
 
 
 @dataclass(frozen=True)

@@ -25,9 +25,8 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import parse_qsl, urljoin, urlsplit
 
-from verifier.client import RegistryClient, RequestFailed
 from verifier.errors import AuthRefused, IncompleteError, UsageError
-from verifier.findings import (
+from verifier.model.findings import (
     Finding,
     ImageResult,
     ImageStatus,
@@ -36,7 +35,8 @@ from verifier.findings import (
     Severity,
     image_status,
 )
-from verifier.reference import ImageReference, is_valid_repository
+from verifier.model.reference import ImageReference, is_valid_repository
+from verifier.registry.client import RegistryClient, RequestFailed
 from verifier.verify import RunOptions, display_reference, open_cache, run_counters
 from verifier.walk import Walker
 

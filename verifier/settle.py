@@ -12,7 +12,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 
-from verifier.findings import Kind, Report
+from verifier.model.findings import Kind, Report
 
 #: The verdicts that can be a replica lagging behind the push rather than damage.
 NOT_FOUND_KINDS = frozenset({Kind.MANIFEST_MISSING, Kind.BLOB_MISSING})

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import httpx
 
-from verifier.auth import Credentials
 from verifier.cache import ManifestCache
-from verifier.client import ClientOptions, RegistryClient
 from verifier.errors import AuthRefused
-from verifier.findings import Finding, ImageResult, Kind, Report, Severity, image_status
-from verifier.reference import ImageReference
+from verifier.model.findings import Finding, ImageResult, Kind, Report, Severity, image_status
+from verifier.model.reference import ImageReference
+from verifier.registry.auth import Credentials
+from verifier.registry.client import ClientOptions, RegistryClient
 from verifier.walk import Walker, WalkOptions
 
 

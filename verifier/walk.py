@@ -25,9 +25,9 @@ from verifier.checks import (
     finding,
     relabel,
 )
-from verifier.client import ManifestFetch, RegistryClient, RequestFailed
-from verifier.findings import Finding, Kind, Severity
-from verifier.manifest import Descriptor, ImageIndex, ImageManifest, Schema1Manifest
+from verifier.model.findings import Finding, Kind, Severity
+from verifier.model.manifest import Descriptor, ImageIndex, ImageManifest, Schema1Manifest
+from verifier.registry.client import ManifestFetch, RegistryClient, RequestFailed
 
 MAX_INDEX_DEPTH = 8
 

@@ -23,7 +23,7 @@ import time
 from dataclasses import replace
 from typing import Any
 
-from verifier.findings import Finding, Report, Severity
+from verifier.model.findings import Finding, Report, Severity
 from verifier.storage.defaults import GcVersion
 from verifier.storage.gc import v3, v28
 from verifier.storage.gc.join import (

@@ -13,7 +13,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from verifier.manifest import ImageIndex, ImageManifest, Manifest, ManifestError, parse_manifest
+from verifier.model.manifest import (
+    ImageIndex,
+    ImageManifest,
+    Manifest,
+    ManifestError,
+    parse_manifest,
+)
 from verifier.storage.fsio import ReadFailure
 from verifier.storage.layout import ALGORITHM, Digest, digest_from_hex, parse_digest
 

@@ -34,8 +34,8 @@ from typing import Any
 
 from verifier import __version__
 from verifier.errors import SafetyRefusal, UsageError
-from verifier.findings import Finding, Kind, Report, Severity
-from verifier.manifest import (
+from verifier.model.findings import Finding, Kind, Report, Severity
+from verifier.model.manifest import (
     DEFAULT_MAX_MANIFEST_BYTES,
     ImageIndex,
     ImageManifest,

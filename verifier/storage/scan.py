@@ -19,8 +19,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from verifier.findings import Finding, Kind, Report, Severity
-from verifier.manifest import (
+from verifier.model.findings import Finding, Kind, Report, Severity
+from verifier.model.manifest import (
     DEFAULT_MAX_MANIFEST_BYTES,
     ImageIndex,
     ImageManifest,

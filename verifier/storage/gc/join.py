@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from verifier.findings import Finding, Kind, Severity
+from verifier.model.findings import Finding, Kind, Severity
 from verifier.storage.defaults import GcVersion
 from verifier.storage.gc.manifests import ManifestLookup, ManifestRefs
 from verifier.storage.gc.options import GcOptions

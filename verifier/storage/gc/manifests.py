@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from verifier.manifest import ManifestError, MediaType, parse_descriptor
+from verifier.model.manifest import ManifestError, MediaType, parse_descriptor
 from verifier.storage.fsio import ReadFailure, read_regular_file
 from verifier.storage.layout import RegistryStorage, blob_data_path, digest_from_hex
 
@@ -116,7 +116,7 @@ def manifest_references(body: bytes) -> ManifestRefs | Unparseable:
     then layers; a list/index type → its manifests; no ``mediaType`` → an index if
     ``manifests`` is present, else an OCI image manifest; any other type or schema version is
     an error ("unrecognized manifest content type"), which makes ``garbage-collect`` stop.
-    More lenient than `verifier.manifest.parse_manifest` on purpose: Go does not validate
+    More lenient than `verifier.model.manifest.parse_manifest` on purpose: Go does not validate
     digests or require sizes.
     """
     try:

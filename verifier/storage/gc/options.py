@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from verifier.manifest import DEFAULT_MAX_MANIFEST_BYTES
+from verifier.model.manifest import DEFAULT_MAX_MANIFEST_BYTES
 from verifier.storage.defaults import GcVersion
 
 

@@ -15,7 +15,7 @@ import re
 import stat
 from dataclasses import dataclass, field
 
-from verifier.findings import Finding, Kind
+from verifier.model.findings import Finding, Kind
 from verifier.storage.defaults import GcVersion
 from verifier.storage.gc.options import GcOptions
 from verifier.storage.layout import ALGORITHM, RegistryStorage, parse_digest

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import textwrap
 
-from verifier.findings import Finding, ImageStatus, Kind, Report, Severity
+from verifier.model.findings import Finding, ImageStatus, Kind, Report, Severity
 
 #: The likely cause of each kind, for the "what to do next" lines. HTTP defects are storage
 #: damage seen from outside, so they end with the storage scan and the runbook.

@@ -24,8 +24,10 @@ from typing import Any, TypeVar
 import httpx
 from tenacity import AsyncRetrying, RetryCallState, RetryError, retry_if_exception_type
 
-from verifier.auth import Credentials, RegistryAuth, TokenServiceUnavailable
-from verifier.bodies import (
+from verifier.errors import IncompleteError, RegistryUnreachable, UsageError
+from verifier.model.manifest import ACCEPT, DEFAULT_MAX_MANIFEST_BYTES
+from verifier.registry.auth import Credentials, RegistryAuth, TokenServiceUnavailable
+from verifier.registry.bodies import (
     SMALL_BODY,
     STEP,
     BodyCutShort,
@@ -36,8 +38,6 @@ from verifier.bodies import (
     raw_chunks,
     read_capped,
 )
-from verifier.errors import IncompleteError, RegistryUnreachable, UsageError
-from verifier.manifest import ACCEPT, DEFAULT_MAX_MANIFEST_BYTES
 
 RETRYABLE_STATUS = frozenset({408, 429, 502, 503, 504})
 REDIRECT_STATUS = frozenset({301, 302, 303, 307, 308})
@@ -362,7 +362,7 @@ class RegistryClient:
         )
         # aiohttp is imported when a client is built, not when the CLI starts: `fs` commands
         # and `--help` never need it.
-        from verifier.transport import AiohttpTransport
+        from verifier.registry.transport import AiohttpTransport
 
         self.requests_by_code: Counter[str] = Counter()
         #: Attempts by what they asked for (manifest, blob, tags, catalog, other).
@@ -381,7 +381,7 @@ class RegistryClient:
             timeout=timeout,
             cookies=_no_cookies(),
             # Identity only: digests and sizes are of the bytes as stored. A server that
-            # compresses anyway is decoded with a cap (verifier/bodies.py).
+            # compresses anyway is decoded with a cap (verifier/registry/bodies.py).
             headers={"User-Agent": "regverify/0.1", "Accept-Encoding": "identity"},
         )
         self._slots = asyncio.Semaphore(self.options.concurrency)

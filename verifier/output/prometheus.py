@@ -7,10 +7,10 @@ docs/monitoring.md; the alerts in examples/prometheus/alerts.yml depend on them.
 
 Three callers build on the same families:
 - `render` (`--format prometheus`): the metrics of one report;
-- `verifier.metrics_output` (`--textfile`, `--pushgateway`): also after a run that could not
+- `verifier.output.metrics_output` (`--textfile`, `--pushgateway`): also after a run that could not
   complete, where only the run timestamp, duration and `catalog_accessible 0` are new and every
   other series keeps the value of the last run that produced it (`merge_families`);
-- `verifier.exporter` (`regverify serve`): the same, held in memory between scans.
+- `verifier.output.exporter` (`regverify serve`): the same, held in memory between scans.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from verifier.findings import ImageStatus, Kind, Report
+from verifier.model.findings import ImageStatus, Kind, Report
 
 #: At most this many `regverify_image_broken` (or `regverify_fs_repository_defects`) series: a
 #: registry-wide catastrophe must not become a cardinality explosion in Prometheus. The rest is

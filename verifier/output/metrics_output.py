@@ -28,9 +28,9 @@ from prometheus_client.core import Metric
 from prometheus_client.exposition import basic_auth_handler, default_handler
 
 from verifier.errors import IncompleteError, UsageError
-from verifier.findings import Report
-from verifier.reporters import Reporter, atomic_write
-from verifier.reporters.prometheus import (
+from verifier.model.findings import Report
+from verifier.output import Reporter, atomic_write
+from verifier.output.prometheus import (
     DEFAULT_MAX_BROKEN_SERIES,
     Identity,
     exposition,

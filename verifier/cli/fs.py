@@ -1,4 +1,4 @@
-"""`regverify fs ...`: the filesystem-mode sub-app (mounted by verifier.cli as ``fs``).
+"""`regverify fs ...`: the filesystem-mode sub-app (mounted by verifier.cli.main as ``fs``).
 
 Parses options, builds the parts, runs, writes the report and maps errors to exit codes:
 0 clean / everything repaired, 1 defects that still need a human, 2 usage, 3 incomplete or a
@@ -16,10 +16,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from verifier.errors import ExitCode, VerifierError
-from verifier.findings import Report
-from verifier.metrics_output import DEFAULT_JOB, MetricsOutput
-from verifier.options import (
+from verifier.cli.options import (
     FormatOpt,
     OutputOpt,
     PushgatewayOpt,
@@ -27,8 +24,11 @@ from verifier.options import (
     TextfileOpt,
     Verbose,
 )
-from verifier.reporters import Format, write_report
-from verifier.reporters.prometheus import DEFAULT_MAX_BROKEN_SERIES, Identity
+from verifier.errors import ExitCode, VerifierError
+from verifier.model.findings import Report
+from verifier.output import Format, write_report
+from verifier.output.metrics_output import DEFAULT_JOB, MetricsOutput
+from verifier.output.prometheus import DEFAULT_MAX_BROKEN_SERIES, Identity
 from verifier.storage.defaults import DEFAULT_MAX_ORPHAN_SHARE
 from verifier.storage.layout import (
     StorageLayout,

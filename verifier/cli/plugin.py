@@ -16,9 +16,9 @@ from functools import partial
 from pathlib import Path
 
 from verifier.errors import UsageError
-from verifier.findings import Report
-from verifier.reference import ImageReference, parse_reference
-from verifier.reporters import Format
+from verifier.model.findings import Report
+from verifier.model.reference import ImageReference, parse_reference
+from verifier.output import Format
 from verifier.settle import PLUGIN_DEFAULT_SETTLE, verify_settled
 
 _TRUE = frozenset({"1", "true", "yes", "on"})

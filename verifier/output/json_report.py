@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from verifier import __version__
-from verifier.findings import Report
+from verifier.model.findings import Report
 
 SCHEMA_VERSION = 1
 

@@ -28,9 +28,9 @@ from pathlib import Path
 
 import httpx
 
-from verifier.bodies import BodyCutShort, BodyDecodingError, read_capped
 from verifier.errors import AuthRefused, CredentialsError, RegistryUnreachable
-from verifier.reference import DOCKER_HUB, DOCKER_HUB_API_HOST
+from verifier.model.reference import DOCKER_HUB, DOCKER_HUB_API_HOST
+from verifier.registry.bodies import BodyCutShort, BodyDecodingError, read_capped
 
 _DOCKER_HUB_CONFIG_KEYS = ("https://index.docker.io/v1/", "index.docker.io", "docker.io")
 #: Every name Docker Hub goes by: the CLI looks credentials up by the API host it talks to.

@@ -9,7 +9,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Protocol
 
-from verifier.findings import Report
+from verifier.model.findings import Report
 
 
 class Format(StrEnum):
@@ -29,7 +29,7 @@ class Reporter(Protocol):
 
 def reporter_for(fmt: Format) -> Reporter:
     """The renderer for a format (exhaustive: a test loops over every `Format`)."""
-    from verifier.reporters import human, json_report, junit, prometheus
+    from verifier.output import human, json_report, junit, prometheus
 
     table: dict[Format, Reporter] = {
         Format.HUMAN: human.render,

@@ -6,7 +6,7 @@ import re
 import xml.etree.ElementTree as ET
 from collections import defaultdict
 
-from verifier.findings import Finding, Report
+from verifier.model.findings import Finding, Report
 
 # Characters XML 1.0 cannot carry at all (ElementTree escapes markup but writes these as is,
 # and every CI parser then rejects the whole file).

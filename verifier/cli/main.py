@@ -19,13 +19,9 @@ from typing import Annotated, Any
 import typer
 
 from verifier import __version__, eventloop
-from verifier.auth import Credentials, docker_config_path, resolve_credentials
-from verifier.client import ClientOptions
-from verifier.errors import ExitCode, UsageError, VerifierError
-from verifier.findings import Kind, Report
-from verifier.manifest import DEFAULT_MAX_MANIFEST_BYTES
-from verifier.metrics_output import DEFAULT_JOB, MetricsOutput
-from verifier.options import (
+from verifier.cli import gc_preview as gc_cli
+from verifier.cli.fs import fs_app
+from verifier.cli.options import (
     FormatOpt,
     OutputOpt,
     PushgatewayOpt,
@@ -33,21 +29,25 @@ from verifier.options import (
     TextfileOpt,
     Verbose,
 )
-from verifier.plugin import (
+from verifier.cli.plugin import (
     parse_images,
     registries_of,
     settings_from_env,
     settings_help,
     verify_images,
 )
-from verifier.progress import ScanProgress
-from verifier.reference import ImageReference, parse_reference, parse_registry
-from verifier.reporters import Format, write_report
-from verifier.reporters.prometheus import DEFAULT_MAX_BROKEN_SERIES, Identity
+from verifier.cli.progress import ScanProgress
+from verifier.errors import ExitCode, UsageError, VerifierError
+from verifier.model.findings import Kind, Report
+from verifier.model.manifest import DEFAULT_MAX_MANIFEST_BYTES
+from verifier.model.reference import ImageReference, parse_reference, parse_registry
+from verifier.output import Format, write_report
+from verifier.output.metrics_output import DEFAULT_JOB, MetricsOutput
+from verifier.output.prometheus import DEFAULT_MAX_BROKEN_SERIES, Identity
+from verifier.registry.auth import Credentials, docker_config_path, resolve_credentials
+from verifier.registry.client import ClientOptions
 from verifier.scan import Filters, ScanOptions, parse_shard, read_repos_file, verify_registry
 from verifier.settle import PLUGIN_DEFAULT_SETTLE, verify_settled
-from verifier.storage import gc_cli
-from verifier.storage.cli import fs_app
 from verifier.verify import RunOptions, verify_image
 from verifier.walk import BlobProbe, WalkOptions
 
@@ -497,7 +497,7 @@ def serve_command(
 ) -> None:
     """Exporter: scan on a schedule (first at start-up, never overlapping), serve /metrics."""
     # The exporter (an HTTP server, prometheus_client's collectors) only for this command.
-    from verifier.exporter import Exporter, parse_duration, parse_listen, serve
+    from verifier.output.exporter import Exporter, parse_duration, parse_listen, serve
 
     try:
         registry, plain_http = split_scheme(registry, plain_http)
@@ -576,7 +576,7 @@ def plugin_command(
     )
 
 
-# Filesystem mode: `regverify fs scan|fix|restore` (verifier/storage/cli.py).
+# Filesystem mode: `regverify fs scan|fix|restore` (verifier/cli/fs.py).
 gc_cli.register(fs_app)
 fs_app.rich_markup_mode = None  # plain help, as for the HTTP commands (see `app`)
 app.add_typer(fs_app, name="fs")

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from verifier.reference import is_valid_digest
+from verifier.model.reference import is_valid_digest
 
 
 class MediaType(StrEnum):

@@ -16,7 +16,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import TextIO
 
-from verifier.findings import ImageResult, ImageStatus
+from verifier.model.findings import ImageResult, ImageStatus
 
 #: The request rate is averaged over this many seconds.
 RATE_WINDOW = 5.0

@@ -19,8 +19,8 @@ from typing import Annotated
 import typer
 
 from verifier.errors import ExitCode, VerifierError
-from verifier.findings import Report
-from verifier.reporters import Format, write_report
+from verifier.model.findings import Report
+from verifier.output import Format, write_report
 from verifier.storage.defaults import GcVersion
 from verifier.storage.layout import detect_layout, select_registries
 

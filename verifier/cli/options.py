@@ -1,4 +1,4 @@
-"""Command-line options shared by the HTTP commands (verifier.cli) and `fs` (verifier.storage.cli).
+"""Command-line options shared by the HTTP commands (verifier.cli.main) and `fs` (verifier.cli.fs).
 
 Declared once so every command spells and documents them the same way.
 """
@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from verifier.reporters import Format
+from verifier.output import Format
 
 FormatOpt = Annotated[Format, typer.Option("--format", "-f", help="Report format.")]
 OutputOpt = Annotated[

@@ -24,7 +24,7 @@ InvalidURL, non-HTTP URL               UnsupportedProtocol          failed reque
 Proxies come from the environment (`HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY`, `NO_PROXY`, as
 the standard library reads them), looked up once per origin. aiohttp's own `trust_env` is left
 off: it would also read `~/.netrc` and send what it finds there to any host, storage included.
-Bodies are never decompressed here (`auto_decompress=False`): verifier/bodies.py decodes
+Bodies are never decompressed here (`auto_decompress=False`): verifier/registry/bodies.py decodes
 them with a cap on what it holds.
 """
 

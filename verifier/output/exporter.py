@@ -4,7 +4,7 @@ One scan at a time, never overlapping: the scheduler awaits each scan before it 
 next slot, the first scan runs at start-up, and a scan that overruns its interval is followed by
 the next one at once rather than by a pile-up. `/metrics` serves the metrics of the last scan
 that finished (the same families as `--format prometheus`, with the rules of
-`verifier.metrics_output` for scans that could not complete) plus the exporter's own process
+`verifier.output.metrics_output` for scans that could not complete) plus the exporter's own process
 metrics; `/healthz` says whether the scheduler is alive. SIGTERM or SIGINT stop it within a few
 seconds, a scan in progress included: the scan is cancelled, not waited for.
 
@@ -33,8 +33,8 @@ from prometheus_client.registry import Collector
 
 from verifier import eventloop
 from verifier.errors import UsageError, VerifierError
-from verifier.findings import Report
-from verifier.reporters.prometheus import (
+from verifier.model.findings import Report
+from verifier.output.prometheus import (
     DEFAULT_MAX_BROKEN_SERIES,
     Identity,
     failure_families,

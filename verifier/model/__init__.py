@@ -1,0 +1,1 @@
+"""Pure vocabulary shared by both modes: references, manifests, findings."""
