@@ -653,6 +653,21 @@ def test_every_format_renders(store: SyntheticStore, fmt: Format) -> None:
     assert code == ExitCode.DEFECTS and "gc_would_break" in out
 
 
+def test_cli_textfile_records_the_prediction(store: SyntheticStore, tmp_path: Path) -> None:
+    """`--textfile` works on gc-preview as on every command, and passes `promtool check metrics`."""
+    from tests.promtool import check_metrics
+
+    store.index("app", "v1")
+    textfile = tmp_path / "metrics" / "gc.prom"
+    code, _, _ = invoke(store.root, "-m", "--format", "json", "--textfile", textfile)
+    assert code == ExitCode.DEFECTS
+    text = textfile.read_text()
+    check_metrics(text)
+    labels = f'kind="gc_would_break",mode="fs-gc-preview",registry="{store.root}"'
+    assert f"regverify_defects{{{labels}" in text
+    assert "regverify_last_success_timestamp_seconds{" in text
+
+
 def test_cli_usage_errors_exit_2_in_one_line(store: SyntheticStore, tmp_path: Path) -> None:
     store.image("app", "v1")
     code, _, err = invoke(tmp_path / "nowhere")

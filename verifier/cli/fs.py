@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import sys
 import time
-import traceback
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -24,9 +22,9 @@ from verifier.cli.options import (
     TextfileOpt,
     Verbose,
 )
-from verifier.errors import ExitCode, VerifierError
+from verifier.cli.runner import run_report
 from verifier.model.findings import Report
-from verifier.output import Format, write_report
+from verifier.output import Format
 from verifier.output.metrics_output import DEFAULT_JOB, MetricsOutput
 from verifier.output.prometheus import DEFAULT_MAX_BROKEN_SERIES, Identity
 from verifier.storage.defaults import DEFAULT_MAX_ORPHAN_SHARE
@@ -81,17 +79,12 @@ VerifyDigests = Annotated[
 ]
 
 
-def _metrics(path: Path, mode: str, textfile: Path | None, pushgateway: str | None,
+def storage_metrics(path: Path, mode: str, textfile: Path | None, pushgateway: str | None,
              push_job: str) -> MetricsOutput:
     """Metrics outputs labelled with the storage path (the `registry` label) and the mode."""
     return MetricsOutput(Identity(str(path), mode), textfile=textfile,
                          pushgateway=pushgateway or None, job=push_job,
                          max_broken_series=DEFAULT_MAX_BROKEN_SERIES)
-
-
-def _fail(message: str, code: ExitCode) -> typer.Exit:
-    typer.echo(f"regverify: error: {message}", err=True)
-    return typer.Exit(int(code))
 
 
 def _progress() -> ProgressFn | None:
@@ -121,64 +114,6 @@ def _layout(path: Path, registry: list[str] | None, proxy_cache: list[str] | Non
     return select_registries(layout, registry or [])
 
 
-def _record_failure(metrics: MetricsOutput | None, started: float) -> None:
-    """Record a run that raised; a metrics error is shown, but the run's own error decides."""
-    if metrics is None or not metrics.enabled:
-        return
-    try:
-        metrics.emit_failure(time.monotonic() - started)
-    except VerifierError as exc:
-        typer.echo(f"regverify: error: {exc}", err=True)
-
-
-def _run(body: Callable[[], Report], fmt: Format, output: Path | None, verbose: bool,
-         metrics: MetricsOutput | None = None) -> None:
-    """Run `body`, write its report (and metrics), exit with the report's code or the error's."""
-    from verifier.storage.repair import FixRefused
-
-    started = time.monotonic()
-    try:
-        report = body()
-    except FixRefused as exc:
-        # Show what the scan found, then the refusal: the operator needs both.
-        _write(exc.report, fmt, output)
-        _record_failure(metrics, started)
-        raise _fail(str(exc), exc.exit_code) from None
-    except VerifierError as exc:
-        if verbose:
-            traceback.print_exc()
-        _record_failure(metrics, started)
-        raise _fail(str(exc), exc.exit_code) from None
-    except KeyboardInterrupt:
-        raise _fail("interrupted", ExitCode.INCOMPLETE) from None
-    except Exception as exc:  # a bug must still honour the contract: exit 3, one line
-        if verbose:
-            traceback.print_exc()
-        _record_failure(metrics, started)
-        raise _fail(
-            f"internal error: {type(exc).__name__}: {exc} (rerun with --verbose)",
-            ExitCode.INCOMPLETE,
-        ) from None
-    for note in report.notes:
-        if note.startswith("WARNING"):
-            typer.secho(f"regverify: {note}", err=True, fg=typer.colors.RED, bold=True)
-    _write(report, fmt, output)
-    if metrics is not None and metrics.enabled:
-        try:
-            metrics.emit(report)
-        except VerifierError as exc:
-            # Unattended probes must not look healthy when their metrics were lost.
-            raise _fail(str(exc), exc.exit_code) from None
-    raise typer.Exit(int(report.exit_code))
-
-
-def _write(report: Report, fmt: Format, output: Path | None) -> None:
-    try:
-        write_report(report, fmt, output)
-    except OSError as exc:
-        raise _fail(f"cannot write report to {output}: {exc.strerror}", ExitCode.USAGE) from None
-
-
 @fs_app.command("scan")
 def scan_command(
     path: StoragePath,
@@ -201,7 +136,8 @@ def scan_command(
         options = ScanOptions(verify_digests, frozenset(proxy_cache or []))
         return scan_storage(layout, options, _progress() if verify_digests else None).report
 
-    _run(body, fmt, output, verbose, _metrics(path, "fs-scan", textfile, pushgateway, push_job))
+    run_report(body, fmt, output, verbose,
+               storage_metrics(path, "fs-scan", textfile, pushgateway, push_job))
 
 
 @fs_app.command("fix")
@@ -271,7 +207,8 @@ def fix_command(
             _progress() if verify_digests else None,
         )
 
-    _run(body, fmt, output, verbose, _metrics(path, "fs-fix", textfile, pushgateway, push_job))
+    run_report(body, fmt, output, verbose,
+               storage_metrics(path, "fs-fix", textfile, pushgateway, push_job))
 
 
 @fs_app.command("restore")
@@ -299,4 +236,4 @@ def restore_command(
     """Put back everything `fs fix` moved or created, from its journals; says how many."""
     from verifier.storage.repair import restore_quarantine
 
-    _run(lambda: restore_quarantine(run_dir, run), fmt, output, verbose)
+    run_report(lambda: restore_quarantine(run_dir, run), fmt, output, verbose)

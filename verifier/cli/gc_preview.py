@@ -12,47 +12,26 @@ references), 2 usage, 3 the prediction is incomplete or the real GC would stop w
 
 from __future__ import annotations
 
-import traceback
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from verifier.errors import ExitCode, VerifierError
+from verifier.cli.fs import storage_metrics
+from verifier.cli.options import (
+    FormatOpt,
+    OutputOpt,
+    PushgatewayOpt,
+    PushJobOpt,
+    TextfileOpt,
+    Verbose,
+)
+from verifier.cli.runner import run_report
 from verifier.model.findings import Report
-from verifier.output import Format, write_report
+from verifier.output import Format
+from verifier.output.metrics_output import DEFAULT_JOB
 from verifier.storage.defaults import GcVersion
 from verifier.storage.layout import detect_layout, select_registries
-
-
-def _fail(message: str, code: ExitCode) -> typer.Exit:
-    typer.echo(f"regverify: error: {message}", err=True)
-    return typer.Exit(int(code))
-
-
-def _run(path: Path, registry: list[str], version: GcVersion, delete_untagged: bool,
-         verbose: bool) -> Report:
-    """Detect the layout, narrow it to ``--registry``, predict; errors become one line."""
-    # The engine is imported by the command that runs it, not by every start of the CLI.
-    from verifier.storage.gc_preview import GcOptions, preview_storage
-
-    try:
-        layout = select_registries(detect_layout(path), registry)
-        return preview_storage(layout, GcOptions(version=version,
-                                                 delete_untagged=delete_untagged))
-    except VerifierError as exc:
-        if verbose:
-            traceback.print_exc()
-        raise _fail(str(exc), exc.exit_code) from None
-    except KeyboardInterrupt:
-        raise _fail("interrupted", ExitCode.INCOMPLETE) from None
-    except Exception as exc:  # a bug must still honour the contract: exit 3, one line
-        if verbose:
-            traceback.print_exc()
-        raise _fail(
-            f"internal error: {type(exc).__name__}: {exc} (rerun with --verbose)",
-            ExitCode.INCOMPLETE,
-        ) from None
 
 
 def gc_preview_command(
@@ -89,23 +68,29 @@ def gc_preview_command(
             help="Only this registry of a multi-registry base (repeatable).",
         ),
     ] = None,
-    fmt: Annotated[Format, typer.Option("--format", "-f", help="Report format.")] = Format.HUMAN,
-    output: Annotated[
-        Path | None, typer.Option("--output", "-o", metavar="FILE", help="Write the report here.")
-    ] = None,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Tracebacks on errors.")] = False,
+    fmt: FormatOpt = Format.HUMAN,
+    output: OutputOpt = None,
+    verbose: Verbose = False,
+    textfile: TextfileOpt = None,
+    pushgateway: PushgatewayOpt = None,
+    push_job: PushJobOpt = DEFAULT_JOB,
 ) -> None:
     """Predict what `registry garbage-collect` would delete and which tags it would break.
 
     Exit 0 when every tagged image stays pullable, 1 when the GC would break one, 3 when the
     prediction is incomplete. Changes nothing.
     """
-    report = _run(path, registry or [], gc_version, delete_untagged, verbose)
-    try:
-        write_report(report, fmt, output)
-    except OSError as exc:
-        raise _fail(f"cannot write report to {output}: {exc.strerror}", ExitCode.USAGE) from None
-    raise typer.Exit(int(report.exit_code))
+
+    def body() -> Report:
+        # The engine is imported by the command that runs it, not by every start of the CLI.
+        from verifier.storage.gc_preview import GcOptions, preview_storage
+
+        layout = select_registries(detect_layout(path), registry or [])
+        return preview_storage(layout, GcOptions(version=gc_version,
+                                                 delete_untagged=delete_untagged))
+
+    run_report(body, fmt, output, verbose,
+               storage_metrics(path, "fs-gc-preview", textfile, pushgateway, push_job))
 
 
 def register(fs_app: typer.Typer) -> None:

@@ -9,8 +9,6 @@ from __future__ import annotations
 import logging
 import os
 import sys
-import time
-import traceback
 from collections.abc import Callable, Coroutine
 from dataclasses import replace
 from pathlib import Path
@@ -37,11 +35,12 @@ from verifier.cli.plugin import (
     verify_images,
 )
 from verifier.cli.progress import ScanProgress
-from verifier.errors import ExitCode, UsageError, VerifierError
+from verifier.cli.runner import fail, run_report
+from verifier.errors import UsageError, VerifierError
 from verifier.model.findings import Kind, Report
 from verifier.model.manifest import DEFAULT_MAX_MANIFEST_BYTES
 from verifier.model.reference import ImageReference, parse_reference, parse_registry
-from verifier.output import Format, write_report
+from verifier.output import Format
 from verifier.output.metrics_output import DEFAULT_JOB, MetricsOutput
 from verifier.output.prometheus import DEFAULT_MAX_BROKEN_SERIES, Identity
 from verifier.registry.auth import Credentials, docker_config_path, resolve_credentials
@@ -118,11 +117,6 @@ Settle = Annotated[
 ]
 
 
-def _fail(message: str, code: ExitCode) -> typer.Exit:
-    typer.echo(f"regverify: error: {message}", err=True)
-    return typer.Exit(int(code))
-
-
 def credentials_note(host: str, credentials: Credentials | None, source: str | None) -> str:
     """Whether credentials went to `host` and where they came from: the next step after a 401."""
     if credentials is None:
@@ -156,47 +150,8 @@ def run_command(body: Callable[[], Coroutine[Any, Any, Report]], fmt: Format,
     including a run that raised: that is when `regverify_catalog_accessible 0` matters most.
     `auth_note` (see `credentials_note`) goes on every auth_failed finding.
     """
-    started = time.monotonic()
-    try:
-        report = with_auth_note(eventloop.run(body()), auth_note)
-    except VerifierError as exc:
-        if verbose:
-            traceback.print_exc()
-        _record_failure(metrics, started)
-        raise _fail(str(exc), exc.exit_code) from None
-    except KeyboardInterrupt:
-        raise _fail("interrupted", ExitCode.INCOMPLETE) from None
-    except Exception as exc:  # a bug must still honour the contract: exit 3, one line
-        if verbose:
-            traceback.print_exc()
-        _record_failure(metrics, started)
-        raise _fail(f"internal error: {type(exc).__name__}: {exc} (rerun with --verbose)",
-                    ExitCode.INCOMPLETE) from None
-    failure: typer.Exit | None = None
-    try:
-        reporter = metrics.reporter() if metrics and fmt is Format.PROMETHEUS else None
-        write_report(report, fmt, output, reporter)
-    except OSError as exc:
-        failure = _fail(f"cannot write report to {output}: {exc.strerror}", ExitCode.USAGE)
-    if metrics is not None and metrics.enabled:
-        try:
-            metrics.emit(report)
-        except VerifierError as exc:
-            # Unattended probes must not look healthy when their metrics were lost.
-            failure = failure or _fail(str(exc), exc.exit_code)
-    if failure is not None:
-        raise failure
-    raise typer.Exit(int(report.exit_code))
-
-
-def _record_failure(metrics: MetricsOutput | None, started: float) -> None:
-    """Record a run that raised; a metrics error is shown, but the run's own error decides."""
-    if metrics is None or not metrics.enabled:
-        return
-    try:
-        metrics.emit_failure(time.monotonic() - started)
-    except VerifierError as exc:
-        typer.echo(f"regverify: error: {exc}", err=True)
+    run_report(lambda: with_auth_note(eventloop.run(body()), auth_note), fmt, output, verbose,
+               metrics)
 
 
 def metrics_output(identity: Identity, textfile: Path | None, pushgateway: str | None,
@@ -322,7 +277,7 @@ def image_command(
             cache_dir=cache_dir,
         )
     except VerifierError as exc:
-        raise _fail(str(exc), exc.exit_code) from None
+        raise fail(str(exc), exc.exit_code) from None
     if sys.stderr.isatty() and fmt is Format.HUMAN and output is None:
         typer.echo(f"verifying {ref} ...", err=True)
     metrics = metrics_output(Identity(ref.registry, "image"), textfile, pushgateway, push_job,
@@ -423,7 +378,7 @@ def scan_command(
             blob_probe=blob_probe, cache_dir=cache_dir,
         )
     except VerifierError as exc:
-        raise _fail(str(exc), exc.exit_code) from None
+        raise fail(str(exc), exc.exit_code) from None
     progress = ScanProgress(host)  # draws only when stderr is a terminal
     metrics = metrics_output(Identity(host, "scan", str(scan.shard) if scan.shard else None),
                              textfile, pushgateway, push_job, max_broken_series)
@@ -514,7 +469,7 @@ def serve_command(
             blob_probe=blob_probe, cache_dir=cache_dir,
         )
     except VerifierError as exc:
-        raise _fail(str(exc), exc.exit_code) from None
+        raise fail(str(exc), exc.exit_code) from None
     # Our own logger only: httpx logs every request at INFO, which would drown the scan lines.
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s regverify serve: %(message)s"))
@@ -527,7 +482,7 @@ def serve_command(
     try:
         serve(exporter, address)
     except VerifierError as exc:
-        raise _fail(str(exc), exc.exit_code) from None
+        raise fail(str(exc), exc.exit_code) from None
 
 
 @app.command("plugin", epilog=settings_help())
@@ -562,7 +517,7 @@ def plugin_command(
                     ref.api_host, username=settings.username, password=settings.password))
             options[ref.api_host] = host_options
     except VerifierError as exc:
-        raise _fail(str(exc), exc.exit_code) from None
+        raise fail(str(exc), exc.exit_code) from None
     metrics = metrics_output(Identity(registries_of(refs), "image"), settings.textfile,
                              settings.pushgateway, settings.push_job, DEFAULT_MAX_BROKEN_SERIES)
     note = "; ".join(
