@@ -45,12 +45,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from tests.harness import (  # noqa: E402  (path set up above)
-    RegistryServer,
-    push_image,
-    push_index,
-    sha256_digest,
-)
+from tests.support.images import push_image, push_index, sha256_digest  # noqa
+from tests.support.registry import RegistryServer  # noqa
 
 REPO = "bench/app"
 _ELIGIBLE = re.compile(r"^(manifest|blob) eligible for deletion: (sha256:[0-9a-f]{64})", re.M)

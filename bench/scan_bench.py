@@ -519,7 +519,7 @@ def broken_of(report: dict[str, Any], host: str) -> list[str]:
 
 
 def _registry(workdir: Path, images: int) -> tuple[Any, Built]:
-    from tests.harness import RegistryServer
+    from tests.support.registry import RegistryServer
 
     server = RegistryServer(workdir=workdir)
     built = build(server.v2, images) if images else Built(0, 0, 0, 0, [], 0.0)

@@ -19,13 +19,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.harness import (  # noqa: E402  (the push helpers live with the test harness)
-    RegistryServer,
-    blob_data_path,
-    push_image,
-    push_index,
-    skopeo_copy_all,
-)
+from tests.support.images import push_image, push_index  # noqa
+from tests.support.registry import RegistryServer, blob_data_path  # noqa
+from tests.support.skopeo import skopeo_copy_all  # noqa
 
 
 def _bold(text: str) -> str:

@@ -10,10 +10,11 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.harness import HarnessError, RegistryServer, find_registry_bin, skopeo_available
+from tests.support.registry import HarnessError, RegistryServer, find_registry_bin
+from tests.support.skopeo import skopeo_available
 
 if TYPE_CHECKING:  # imported lazily below: only S3 tests need moto and boto3
-    from tests.s3harness import MotoS3, S3Registry
+    from tests.support.s3 import MotoS3, S3Registry
 
 ALLOW_SKIP_ENV = "REGVERIFY_ALLOW_SKIP"
 
@@ -81,7 +82,7 @@ def moto_s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoS3]:
     """One ``moto_server`` per test module on 127.0.0.1; each test takes its own bucket."""
     if importlib.util.find_spec("moto") is None or importlib.util.find_spec("boto3") is None:
         _missing("moto[server] and boto3 are not installed (pip install -e '.[test]')")
-    from tests.s3harness import MotoS3
+    from tests.support.s3 import MotoS3
 
     with MotoS3(tmp_path_factory.mktemp("moto")) as moto:
         yield moto
@@ -95,7 +96,7 @@ def s3_registry(
 
     Its storage traffic goes through a recorder (``.recorder``); stopped after the test.
     """
-    from tests.s3harness import start_s3_registry
+    from tests.support.s3 import start_s3_registry
 
     with start_s3_registry(moto_s3, tmp_path / "registry", registry_bin=registry_bin) as s3:
         try:

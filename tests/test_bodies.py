@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.faultproxy import Exchange
+from tests.support.faultproxy import Exchange
 from tests.test_hostile import OCI_MANIFEST, HostileRegistry, dump, image_manifest
 from verifier.registry.bodies import STEP, BodyDecodingError, discard, read_capped
 

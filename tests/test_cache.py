@@ -22,18 +22,15 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.faultproxy import FaultProxy
-from tests.harness import (
-    PushedImage,
-    PushedIndex,
+from tests.support.faultproxy import FaultProxy
+from tests.support.images import PushedImage, PushedIndex, push_image, push_index
+from tests.support.registry import (
     RegistryServer,
     blob_data_path,
     layer_link_path,
-    push_image,
-    push_index,
     revision_link_path,
-    skopeo_copy_all,
 )
+from tests.support.skopeo import skopeo_copy_all
 from verifier.cache import MAGIC, ManifestCache
 from verifier.checks import Context
 from verifier.errors import UsageError

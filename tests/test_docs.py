@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from tests.harness import RegistryServer, blob_data_path, push_image
+from tests.support.images import push_image
+from tests.support.registry import RegistryServer, blob_data_path
 from tests.test_examples import parse_cli
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -20,8 +20,9 @@ import yaml
 from kubernetes_validate.utils import SchemaNotFoundError, ValidationError, validate
 from typer.main import get_command
 
-from tests.harness import RegistryServer, blob_data_path, push_image
-from tests.promtool import check_metrics, run_promtool
+from tests.support.images import push_image
+from tests.support.promtool import check_metrics, run_promtool
+from tests.support.registry import RegistryServer, blob_data_path
 from tests.test_prometheus import value
 from verifier.cli.main import app
 from verifier.cli.plugin import parse_images, settings_from_env

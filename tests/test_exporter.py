@@ -17,8 +17,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.harness import RegistryServer, blob_data_path, push_image
-from tests.promtool import check_metrics
+from tests.support.images import push_image
+from tests.support.promtool import check_metrics
+from tests.support.registry import RegistryServer, blob_data_path
 from tests.test_prometheus import broken_images, samples, scan_report, value
 from verifier.errors import RegistryUnreachable, UsageError
 from verifier.model.findings import Finding, Kind, Report, Severity

@@ -25,15 +25,9 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from tests.faultproxy import FAULTS, FaultPlan, FaultProxy, describe, run_proxy_requests
-from tests.harness import (
-    RegistryServer,
-    blob_data_path,
-    make_layer,
-    push_image,
-    push_index,
-    revision_link_path,
-)
+from tests.support.faultproxy import FAULTS, FaultPlan, FaultProxy, describe, run_proxy_requests
+from tests.support.images import make_layer, push_image, push_index
+from tests.support.registry import RegistryServer, blob_data_path, revision_link_path
 from verifier.cli.main import app
 from verifier.errors import RegistryUnreachable
 from verifier.registry import client as client_module

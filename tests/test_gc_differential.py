@@ -31,14 +31,9 @@ from typing import Any
 
 import pytest
 
-from tests.harness import (
-    RegistryServer,
-    make_layer,
-    push_image,
-    push_index,
-    push_manifest_raw,
-    skopeo_copy_all,
-)
+from tests.support.images import make_layer, push_image, push_index, push_manifest_raw
+from tests.support.registry import RegistryServer
+from tests.support.skopeo import skopeo_copy_all
 from verifier.storage.gc_preview import GcOptions, GcVersion, preview_storage
 from verifier.storage.layout import detect_layout
 

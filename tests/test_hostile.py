@@ -22,8 +22,10 @@ from urllib.parse import parse_qs
 import pytest
 from typer.testing import CliRunner
 
-from tests.faultproxy import Exchange, LoopbackHTTPServer
-from tests.harness import RegistryServer, blob_data_path, push_image, skopeo_copy_all
+from tests.support.faultproxy import Exchange, LoopbackHTTPServer
+from tests.support.images import push_image
+from tests.support.registry import RegistryServer, blob_data_path
+from tests.support.skopeo import skopeo_copy_all
 from verifier.cli.main import app
 from verifier.registry.client import ClientOptions
 from verifier.scan import ScanOptions, verify_registry

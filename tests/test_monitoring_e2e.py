@@ -28,15 +28,8 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.harness import (
-    RegistryServer,
-    blob_data_path,
-    push_image,
-    push_index,
-    revision_link_path,
-    skopeo_copy_all,
-)
-from tests.monitoring_stack import (
+from tests.support.images import push_image, push_index
+from tests.support.monitoring_stack import (
     INTERVAL,
     Alertmanager,
     NodeExporter,
@@ -51,8 +44,10 @@ from tests.monitoring_stack import (
     shipped_durations,
     wait_until,
 )
-from tests.promtool import check_expressions, label_names, metric_names, run_promtool
-from tests.tokenserver import TokenServer
+from tests.support.promtool import check_expressions, label_names, metric_names, run_promtool
+from tests.support.registry import RegistryServer, blob_data_path, revision_link_path
+from tests.support.skopeo import skopeo_copy_all
+from tests.support.tokenserver import TokenServer
 from verifier.output.exporter import parse_duration
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import RegistryServer, blob_data_path, push_image
+from tests.support.images import push_image
+from tests.support.registry import RegistryServer, blob_data_path
 from tests.test_storage_synthetic import SyntheticStore
 from tests.test_verify import HTPASSWD_LINE, PASSWORD
 

@@ -13,8 +13,9 @@ from typing import Any
 
 import pytest
 
-from tests.harness import RegistryServer, blob_data_path, push_image
-from tests.promtool import check_metrics
+from tests.support.images import push_image
+from tests.support.promtool import check_metrics
+from tests.support.registry import RegistryServer, blob_data_path
 from tests.test_prometheus import broken_images, value
 from verifier.cli.plugin import PluginSettings, merge_reports, parse_images, settings_from_env
 from verifier.errors import UsageError

@@ -19,15 +19,9 @@ from urllib.parse import unquote
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.harness import (
-    PushedIndex,
-    RegistryServer,
-    blob_data_path,
-    push_image,
-    push_index,
-    revision_link_path,
-)
-from tests.promtool import check_metrics, label_names, metric_names
+from tests.support.images import PushedIndex, push_image, push_index
+from tests.support.promtool import check_metrics, label_names, metric_names
+from tests.support.registry import RegistryServer, blob_data_path, revision_link_path
 from verifier.model.findings import Finding, ImageResult, ImageStatus, Kind, Report, Severity
 from verifier.output import Format, reporter_for
 from verifier.output.metrics_output import (

@@ -20,8 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.harness import skopeo_copy_all
-from tests.s3harness import (
+from tests.support.s3 import (
     MotoS3,
     OciLayout,
     S3Registry,
@@ -32,6 +31,7 @@ from tests.s3harness import (
     skopeo_push,
     start_s3_registry,
 )
+from tests.support.skopeo import skopeo_copy_all
 
 pytestmark = [pytest.mark.registry, pytest.mark.skopeo]
 

@@ -28,18 +28,14 @@ import pytest
 import respx
 from typer.testing import CliRunner
 
-from tests.harness import (
-    PushedIndex,
+from tests.support.images import PushedIndex, make_layer, push_image, push_index, push_manifest_raw
+from tests.support.registry import (
     RegistryServer,
     blob_data_path,
     layer_link_path,
-    make_layer,
-    push_image,
-    push_index,
-    push_manifest_raw,
     revision_link_path,
-    skopeo_copy_all,
 )
+from tests.support.skopeo import skopeo_copy_all
 from verifier.cli.main import app
 from verifier.cli.progress import ScanProgress
 from verifier.errors import ExitCode, UsageError

@@ -26,9 +26,10 @@ import pytest
 import trustme
 from typer.testing import CliRunner
 
-from tests.faultproxy import Exchange, FaultPlan, FaultProxy, LoopbackHTTPServer
-from tests.harness import RegistryServer, blob_data_path, push_image, push_index
-from tests.tokenserver import TokenServer
+from tests.support.faultproxy import Exchange, FaultPlan, FaultProxy, LoopbackHTTPServer
+from tests.support.images import push_image, push_index
+from tests.support.registry import RegistryServer, blob_data_path
+from tests.support.tokenserver import TokenServer
 from verifier.cli.main import app
 from verifier.output import Format
 

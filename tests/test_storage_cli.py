@@ -272,8 +272,9 @@ def test_fs_scan_textfile_of_real_storage_passes_promtool(
     registry: object, tmp_path: Path
 ) -> None:
     """`fs scan --textfile` on storage a real registry wrote, with one orphan layer link."""
-    from tests.harness import RegistryServer, blob_data_path, push_image
-    from tests.promtool import check_metrics
+    from tests.support.images import push_image
+    from tests.support.promtool import check_metrics
+    from tests.support.registry import RegistryServer, blob_data_path
 
     assert isinstance(registry, RegistryServer)
     image = push_image(registry, "app/web", "v1")

@@ -26,16 +26,9 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from tests.harness import (
-    PushedIndex,
-    RegistryServer,
-    make_layer,
-    push_image,
-    push_index,
-    push_manifest_raw,
-    revision_link_path,
-    skopeo_copy_all,
-)
+from tests.support.images import PushedIndex, make_layer, push_image, push_index, push_manifest_raw
+from tests.support.registry import RegistryServer, revision_link_path
+from tests.support.skopeo import skopeo_copy_all
 from tests.test_storage_synthetic import SyntheticStore
 from verifier.cli.gc_preview import register
 from verifier.errors import ExitCode
@@ -655,7 +648,7 @@ def test_every_format_renders(store: SyntheticStore, fmt: Format) -> None:
 
 def test_cli_textfile_records_the_prediction(store: SyntheticStore, tmp_path: Path) -> None:
     """`--textfile` works on gc-preview as on every command, and passes `promtool check metrics`."""
-    from tests.promtool import check_metrics
+    from tests.support.promtool import check_metrics
 
     store.index("app", "v1")
     textfile = tmp_path / "metrics" / "gc.prom"

@@ -17,13 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import (
-    PushedImage,
-    RegistryServer,
-    blob_data_path,
-    push_image,
-    skopeo_copy_all,
-)
+from tests.support.images import PushedImage, push_image
+from tests.support.registry import RegistryServer, blob_data_path
+from tests.support.skopeo import skopeo_copy_all
 from verifier.model.findings import Kind
 from verifier.storage.layout import detect_layout
 from verifier.storage.repair import FixOptions, fix_storage

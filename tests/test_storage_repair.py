@@ -14,15 +14,14 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.harness import (
+from tests.support.images import push_image, push_index
+from tests.support.registry import (
     RegistryServer,
     blob_data_path,
     layer_link_path,
-    push_image,
-    push_index,
     revision_link_path,
-    skopeo_copy_all,
 )
+from tests.support.skopeo import skopeo_copy_all
 from tests.test_storage_synthetic import SyntheticStore, SynthImage, snapshot
 from verifier.errors import ExitCode, SafetyRefusal, UsageError
 from verifier.model.findings import Kind, Report, Severity

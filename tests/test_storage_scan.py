@@ -11,15 +11,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.harness import (
-    MANIFEST_ACCEPT,
-    PushedIndex,
-    RegistryServer,
-    blob_data_path,
-    push_image,
-    push_index,
-    tag_dir,
-)
+from tests.support.images import MANIFEST_ACCEPT, PushedIndex, push_image, push_index
+from tests.support.registry import RegistryServer, blob_data_path, tag_dir
 from tests.test_storage_synthetic import OCI_MANIFEST, SyntheticStore, sha
 from verifier.errors import ExitCode
 from verifier.model.findings import Kind, Severity

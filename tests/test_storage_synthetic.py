@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 
-from tests.harness import RegistryServer, make_layer, push_image
+from tests.support.images import make_layer, push_image
+from tests.support.registry import RegistryServer
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"

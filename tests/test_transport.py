@@ -14,7 +14,7 @@ import aiohttp
 import httpx
 import pytest
 
-from tests.loopback import with_server
+from tests.support.loopback import with_server
 from verifier.registry.client import ClientOptions, RangeRead, RegistryClient
 from verifier.registry.transport import AiohttpTransport, environment_proxy, transport_error
 
@@ -191,7 +191,7 @@ def test_transport_is_a_drop_in_for_httpx() -> None:
 def test_head_answered_with_a_body_under_either_probe(probe: str) -> None:
     """The default probe sends no HEAD; `head+range` still copes with a HEAD that has a body
     (the next answer on that connection would start with its leftovers)."""
-    from tests.faultproxy import Exchange
+    from tests.support.faultproxy import Exchange
     from tests.test_hostile import LAYER, HostileRegistry, dump, image, image_manifest, sha
 
     async def head_with_body(exchange: Exchange) -> None:

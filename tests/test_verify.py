@@ -15,16 +15,9 @@ from typing import Any
 
 import pytest
 
-from tests.harness import (
-    PushedImage,
-    PushedIndex,
-    RegistryServer,
-    blob_data_path,
-    push_image,
-    push_index,
-    revision_link_path,
-    skopeo_copy_all,
-)
+from tests.support.images import PushedImage, PushedIndex, push_image, push_index
+from tests.support.registry import RegistryServer, blob_data_path, revision_link_path
+from tests.support.skopeo import skopeo_copy_all
 
 pytestmark = [pytest.mark.registry, pytest.mark.skopeo]
 

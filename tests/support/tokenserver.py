@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
 
-from tests.faultproxy import Exchange, LoopbackHTTPServer
+from tests.support.faultproxy import Exchange, LoopbackHTTPServer
 
 #: distribution adds this to `exp` before refusing a token (registry/auth/token/token.go).
 REGISTRY_LEEWAY = 60

@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.harness import (
+from tests.support.images import (
     DOCKER_MANIFEST,
     DOCKER_MANIFEST_LIST,
     MANIFEST_ACCEPT,
@@ -16,18 +16,20 @@ from tests.harness import (
     OCI_MANIFEST,
     PushedImage,
     PushedIndex,
-    RegistryServer,
-    blob_data_path,
-    layer_link_path,
     push_blob,
     push_image,
     push_index,
     push_manifest_raw,
-    revision_link_path,
     sha256_digest,
-    skopeo_copy_all,
+)
+from tests.support.registry import (
+    RegistryServer,
+    blob_data_path,
+    layer_link_path,
+    revision_link_path,
     tag_dir,
 )
+from tests.support.skopeo import skopeo_copy_all
 
 pytestmark = pytest.mark.registry
 

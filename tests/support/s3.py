@@ -11,7 +11,7 @@ distribution registry with its `s3` storage driver pointed at a `StorageRecorder
 pass-through proxy in front of moto that records every request reaching storage (headers and
 status), from the registry and from clients that followed its redirects alike. Test set-up and
 damage go to moto directly through boto3, so they never show in a recording. Images are pushed
-with skopeo from an OCI layout built from the same deterministic content as tests/harness.py.
+with skopeo from an OCI layout built from the same deterministic content as tests/support/images.py.
 """
 
 from __future__ import annotations
@@ -37,27 +37,25 @@ import botocore.config
 import httpx
 from httpx_aiohttp import AiohttpTransport
 
-from tests.faultproxy import FaultPlan, FaultProxy, Handler, Request
-from tests.harness import (
-    _POLICY,
+from tests.support.faultproxy import FaultPlan, FaultProxy, Handler, Request
+from tests.support.images import (
     IN_TOTO,
     OCI_CONFIG,
     OCI_INDEX,
     OCI_LAYER,
     OCI_MANIFEST,
     Blob,
-    HarnessError,
     PushedImage,
     PushedIndex,
-    RegistryServer,
     _canonical_json,
     _descriptor,
     _diff_id,
-    _free_port,
     _platform_dict,
     make_layer,
     sha256_digest,
 )
+from tests.support.registry import HarnessError, RegistryServer, _free_port
+from tests.support.skopeo import _POLICY
 
 # moto accepts any key pair; the registry and boto3 must merely agree on one.
 ACCESS_KEY = "regverify-test"
@@ -278,7 +276,7 @@ class S3RegistryServer(RegistryServer):
             return super().garbage_collect(delete_untagged, dry_run, stop_server=stop_server,
                                            timeout=timeout)
 
-    # -- object keys, mirroring tests/harness.py's storage paths ----------------------------------
+    # -- object keys, mirroring tests/support/registry.py's storage paths -----------------------
 
     @property
     def v2_prefix(self) -> str:
@@ -353,7 +351,7 @@ def start_s3_registry(moto: MotoS3, workdir: Path, *, registry_bin: str | None =
 
     moto checks nothing of a presigned URL (signature, expiry, method, an extra Authorization
     header): a storage refusal has to be made by the recorder, with a `FaultPlan` or an
-    `intercept` handler (tests/faultproxy.py). Other keyword arguments go to the registry.
+    `intercept` handler (tests/support/faultproxy.py). Other keyword arguments go to the registry.
     """
     bucket = moto.new_bucket()
     with StorageRecorder(moto.url, plan, intercept=intercept) as recorder:

@@ -1,0 +1,1 @@
+"""Test support: the real registry, image builder, fault proxy, token server, promtool."""
