@@ -2,12 +2,13 @@
 
     VerifierError                  (exit 3 unless a subclass says otherwise)
     ├── UsageError                 exit 2: bad input from the user
-    │   ├── ReferenceError_        malformed image reference
+    │   ├── InvalidReference       malformed image reference
     │   └── CredentialsError       unreadable credentials / docker config
     ├── IncompleteError            exit 3: the verification could not be completed
     │   ├── RegistryUnreachable    connection refused, DNS, TLS failure
-    │   └── AuthRefused            the registry (or its token server) refused our credentials
-    └── SafetyRefusal              exit 3: a safety rail stopped a filesystem change
+    │   ├── AuthRefused            the registry (or its token server) refused our credentials
+    │   └── StorageUnavailable     a bucket or storage endpoint that cannot be read at all
+    └── SafetyRefusal              exit 3: a safety rail stopped a storage change
 """
 
 from __future__ import annotations
@@ -63,7 +64,11 @@ class AuthRefused(IncompleteError):
     """The registry or its token service refused our credentials."""
 
 
+class StorageUnavailable(IncompleteError):
+    """The storage could not be read at all: no such bucket, access denied, endpoint down."""
+
+
 class SafetyRefusal(VerifierError):
-    """A filesystem safety rail refused to change anything (exit 3)."""
+    """A storage safety rail refused to change anything (exit 3)."""
 
     exit_code = ExitCode.INCOMPLETE
