@@ -35,7 +35,7 @@ from verifier.errors import ExitCode
 from verifier.model.findings import Finding, Kind, Report, Severity
 from verifier.output import Format
 from verifier.storage import gc_preview as gc_mod
-from verifier.storage import scan as scan_mod
+from verifier.storage import read as read_mod
 from verifier.storage.gc_preview import (
     GcOptions,
     GcVersion,
@@ -572,20 +572,20 @@ def test_every_link_file_is_read_once(
         store.image("many", f"t{i}", layers=1)
     index = store.index("many", "multi")
     reads: list[str] = []
-    real = scan_mod.read_link_file
+    real = read_mod.read_link_file
 
-    def counting(path: str, limit: int = 128) -> bytes | scan_mod.ReadFailure:
+    def counting(path: str, limit: int = 128) -> bytes | read_mod.ReadFailure:
         reads.append(path)
         return real(path, limit)
 
-    monkeypatch.setattr(scan_mod, "read_link_file", counting)
+    monkeypatch.setattr(read_mod, "read_link_file", counting)
     manifest_reads: list[int] = []
     real_preview = gc_mod.join_tags
 
     def spy(
         snapshot: gc_mod.RegistrySnapshot,
         plan: gc_mod.GcPlan,
-        lookup: gc_mod.ManifestCache,
+        lookup: gc_mod.ManifestRefsCache,
         options: GcOptions,
     ) -> RegistryOutcome:
         out = real_preview(snapshot, plan, lookup, options)

@@ -41,7 +41,8 @@ from verifier.storage.repair import (
     read_journal,
     restore_quarantine,
 )
-from verifier.storage.scan import ScanOptions, ScanResult, scan_storage
+from verifier.storage.records import ScanResult, StorageScanOptions
+from verifier.storage.scan import scan_storage
 from verifier.verify import RunOptions, verify_image
 
 STARTED = datetime(2026, 11, 28, 7, 0, 0, tzinfo=UTC)
@@ -58,7 +59,7 @@ def healthy(store: SyntheticStore, n: int = 4) -> list[SynthImage]:
 
 
 def fix(
-    store: SyntheticStore, tmp_path: Path, scan: ScanOptions | None = None, **opts: Any
+    store: SyntheticStore, tmp_path: Path, scan: StorageScanOptions | None = None, **opts: Any
 ) -> Report:
     options = FixOptions(quarantine=tmp_path / "q", **opts)
     return fix_storage(detect_layout(store.root), scan, options, started=STARTED)

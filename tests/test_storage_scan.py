@@ -1,4 +1,5 @@
-"""verifier.storage.scan on synthetic trees: each check, each layout, every odd file."""
+"""verifier.storage.scan (reader and checks together) on synthetic trees: each check, each
+layout, every odd file."""
 
 from __future__ import annotations
 
@@ -16,22 +17,17 @@ from tests.support.registry import RegistryServer, blob_data_path, tag_dir
 from tests.test_storage_synthetic import OCI_MANIFEST, SyntheticStore, sha
 from verifier.errors import ExitCode
 from verifier.model.findings import Kind, Severity
-from verifier.storage import scan as scan_mod
+from verifier.storage.checks import BLOB_DATA_GONE, BLOB_DATA_PRESENT
 from verifier.storage.layout import detect_layout
-from verifier.storage.scan import (
-    BLOB_DATA_GONE,
-    BLOB_DATA_PRESENT,
-    BlobStoreState,
-    ScanOptions,
-    ScanResult,
-    check_link_content,
-    list_blobs,
-    scan_storage,
-)
+from verifier.storage.read import list_blobs
+from verifier.storage.records import BlobStoreState, ScanResult, StorageScanOptions
+from verifier.storage.scan import scan_storage
 
 
 def run(base: Path, **options: object) -> ScanResult:
-    return scan_storage(detect_layout(base), ScanOptions(**options))  # type: ignore[arg-type]
+    return scan_storage(
+        detect_layout(base), StorageScanOptions(**options)  # type: ignore[arg-type]
+    )
 
 
 def kinds(result: ScanResult) -> list[tuple[str, str, str | None]]:
@@ -254,14 +250,6 @@ def test_invalid_folder_names(store: SyntheticStore) -> None:
     names = sorted(Path(f.path or "").name for f in result.report.findings)
     assert [str(f.kind) for f in result.report.findings] == ["invalid_link"] * 5
     assert names == sorted(["AB" * 32, "...", "sha512", "zz", "cd" * 32])
-
-
-def test_check_link_content() -> None:
-    hex_ = "ab" * 32
-    assert check_link_content(f"sha256:{hex_}".encode(), hex_) is None
-    assert check_link_content(f"sha256:{hex_}".encode(), None) is None
-    assert "does not match" in (check_link_content(f"sha256:{hex_}".encode(), "cd" * 32) or "")
-    assert "not a well-formed" in (check_link_content(f"sha256:{hex_}\n".encode(), hex_) or "")
 
 
 def test_orphan_index_child_after_gc_incident(store: SyntheticStore) -> None:
@@ -561,49 +549,6 @@ def test_unreadable_link_is_a_finding_not_a_traceback(store: SyntheticStore) -> 
     assert result.report.exit_code is ExitCode.INCOMPLETE
 
 
-def test_unlistable_folder_is_a_finding(
-    store: SyntheticStore, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    store.image("app/web", "v1")
-    real = scan_mod._scandir_sorted
-    target = str(store.repo_dir("app/web").resolve() / "_layers")
-
-    def failing(path: str) -> list[os.DirEntry[str]]:
-        if path == target:
-            raise PermissionError(13, "Permission denied", path)
-        return real(path)
-
-    monkeypatch.setattr(scan_mod, "_scandir_sorted", failing)
-    result = run(store.root)
-    [f] = result.report.findings  # and no layer_link_missing: the links were not read
-    assert (f.kind, f.path) == (Kind.UNREADABLE_FILE, target)
-    assert "Permission denied" in f.message
-
-
-def test_unlistable_blob_prefix_makes_the_listing_incomplete(
-    store: SyntheticStore, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    img = store.image("app/web", "v1")
-    hex_ = img.layers[0].split(":")[1]
-    store.data_path(img.layers[1]).unlink()  # a real orphan in another prefix
-    real = scan_mod._scandir_sorted
-    target = str(store.v2.resolve() / "blobs" / "sha256" / hex_[:2])
-
-    def failing(path: str) -> list[os.DirEntry[str]]:
-        if path == target:
-            raise PermissionError(13, "Permission denied", path)
-        return real(path)
-
-    monkeypatch.setattr(scan_mod, "_scandir_sorted", failing)
-    result = run(store.root)
-    assert {(f.kind, f.digest) for f in result.report.findings if f.digest} >= {
-        (Kind.ORPHAN_LAYER_LINK, img.layers[1])
-    }
-    assert img.layers[0] not in {o.digest for o in result.orphan_links}
-    assert result.stats[0].blob_gaps == [f"{target}: Permission denied"]
-    assert result.report.extra["registries"][0]["blob_listing_complete"] is False
-
-
 def test_fifo_in_place_of_a_link_does_not_hang(store: SyntheticStore) -> None:
     img = store.image("app/web", "v1")
     link = store.layer_link("app/web", img.layers[0])
@@ -623,7 +568,7 @@ def test_verify_digests_finds_corrupt_and_truncated_blobs(store: SyntheticStore)
     seen: list[tuple[int, int]] = []
     result = scan_storage(
         detect_layout(store.root),
-        ScanOptions(verify_digests=True),
+        StorageScanOptions(verify_digests=True),
         lambda d, t: seen.append((d, t)),
     )
     found = {(f.kind, f.digest) for f in result.report.findings}
@@ -772,6 +717,6 @@ def test_real_pull_through_cache_holds_partial_indexes(registry_bin: str, tmp_pa
         ("mirror", "orphan_index_child", m.digest) for m in pushed.manifests[1:]
     }
     assert all(f.details["blob_data"] == BLOB_DATA_GONE for f in unskipped.report.findings)
-    skipped = scan_storage(layout, ScanOptions(proxy_caches=frozenset({"mirror"})))
+    skipped = scan_storage(layout, StorageScanOptions(proxy_caches=frozenset({"mirror"})))
     assert skipped.report.findings == []
     assert any("skipped for proxy caches: mirror" in n for n in skipped.report.notes)

@@ -36,7 +36,7 @@ from verifier.storage.layout import (
 )
 
 if TYPE_CHECKING:
-    from verifier.storage.scan import ProgressFn
+    from verifier.storage.records import ProgressFn
 
 # The engines (verifier.storage.scan, .repair) are imported by the command that runs them:
 # every start of the CLI, `regverify scan` probes included, would pay for them otherwise.
@@ -130,7 +130,8 @@ def scan_command(
     """Report orphan links, orphan index children, dangling tags/revisions; change nothing."""
 
     def body() -> Report:
-        from verifier.storage.scan import ScanOptions, scan_storage
+        from verifier.storage.records import StorageScanOptions as ScanOptions
+        from verifier.storage.scan import scan_storage
 
         layout = _layout(path, registry, proxy_cache)
         options = ScanOptions(verify_digests, frozenset(proxy_cache or []))
@@ -194,8 +195,8 @@ def fix_command(
     """Quarantine orphan layer links, relink what is provably lossless; never delete."""
 
     def body() -> Report:
+        from verifier.storage.records import StorageScanOptions as ScanOptions
         from verifier.storage.repair import FixOptions, fix_storage
-        from verifier.storage.scan import ScanOptions
 
         layout = _layout(path, registry, proxy_cache)
         return fix_storage(

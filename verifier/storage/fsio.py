@@ -13,30 +13,15 @@ import hashlib
 import os
 import stat
 from collections.abc import Callable
-from dataclasses import dataclass
-from enum import StrEnum
+
+# Re-exported: the records are where any backend takes them from.
+from verifier.storage.records import FailReason as FailReason
+from verifier.storage.records import ReadFailure as ReadFailure
 
 _OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 #: Blob data is read as distribution reads it: a symlinked ``data`` file is followed.
 _FOLLOW_FLAGS = _OPEN_FLAGS & ~os.O_NOFOLLOW
 CHUNK = 1024 * 1024
-
-
-class FailReason(StrEnum):
-    """Why a read did not return content."""
-
-    MISSING = "missing"
-    SYMLINK = "symlink"
-    UNREADABLE = "unreadable"
-    TOO_LARGE = "too-large"
-
-
-@dataclass(frozen=True)
-class ReadFailure:
-    """A read that produced no content, and why; `detail` is the OS message."""
-
-    reason: FailReason
-    detail: str = ""
 
 
 def _failure(exc: OSError) -> ReadFailure:

@@ -37,9 +37,9 @@ from verifier.storage.gc.join import (
     summarize_chain,
 )
 from verifier.storage.gc.manifests import (
-    ManifestCache,
     ManifestLookup,
     ManifestRefs,
+    ManifestRefsCache,
     ManifestShape,
     Reference,
     Unparseable,
@@ -51,11 +51,17 @@ from verifier.storage.gc.plan import GcPlan
 from verifier.storage.gc.snapshot import (
     GcRepository,
     RegistrySnapshot,
-    gather,
+    assemble_snapshot,
     valid_repository_name,
 )
 from verifier.storage.layout import RegistryStorage, StorageLayout
-from verifier.storage.scan import BlobStoreState
+from verifier.storage.read import (
+    iter_repositories,
+    list_blobs,
+    manifest_reader,
+    read_sweep_listing,
+)
+from verifier.storage.records import BlobStoreState
 
 #: At most this many repositories get their own note line (all are in the JSON `gc_preview`).
 MAX_REPOSITORY_NOTES = 20
@@ -66,9 +72,9 @@ __all__ = [
     "GcPlan",
     "GcRepository",
     "GcVersion",
-    "ManifestCache",
     "ManifestLookup",
     "ManifestRefs",
+    "ManifestRefsCache",
     "ManifestShape",
     "Reference",
     "RegistryOutcome",
@@ -77,6 +83,7 @@ __all__ = [
     "TagGraph",
     "Unparseable",
     "Unreadable",
+    "assemble_snapshot",
     "evaluate_graph",
     "gather",
     "join_tags",
@@ -106,10 +113,21 @@ def _human_bytes(n: int) -> str:
     return f"{n} B"  # pragma: no cover
 
 
+def gather(registry: RegistryStorage, options: GcOptions) -> RegistrySnapshot:
+    """Read a filesystem registry once (blob store, every repository, the rest of ``blobs/``)
+    and assemble what garbage-collect would read."""
+    blobs = list_blobs(registry, with_sizes=True)
+    walk_findings: list[Finding] = []
+    repos = list(iter_repositories(registry, walk_findings))
+    sweep = read_sweep_listing(registry, blobs)
+    return assemble_snapshot(registry, blobs, repos, walk_findings, sweep, options)
+
+
 def preview_registry(registry: RegistryStorage, options: GcOptions) -> RegistryOutcome:
-    """Gather, simulate and join for one registry."""
+    """Gather, simulate and join for one filesystem registry."""
     snapshot = gather(registry, options)
-    lookup = ManifestCache(registry, options.max_manifest_bytes)
+    reader = manifest_reader(registry, options.max_manifest_bytes, follow=False)
+    lookup = ManifestRefsCache(registry, reader)
     plan = simulate_gc(snapshot, lookup, options)
     if plan.abort is not None:
         return RegistryOutcome(snapshot, plan)

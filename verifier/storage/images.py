@@ -4,7 +4,7 @@ A pull of ``repo:tag`` from distribution's filesystem storage reads: the tag's `
 the manifest's revision link and blob data, then for every index child its revision link and
 data, and for every config and layer the repository's ``_layers`` link and the blob's data
 (``linkedBlobStore``: a blob is served through a repository only while that link exists).
-Link and manifest problems are reported by the link checks in `verifier.storage.scan`; this
+Link and manifest problems are reported by the link checks in `verifier.storage.checks`; this
 module adds what they cannot see: the config and layer blobs each tagged image needs.
 """
 
@@ -20,11 +20,8 @@ from verifier.model.manifest import (
     ManifestError,
     parse_manifest,
 )
-from verifier.storage.fsio import ReadFailure
-from verifier.storage.layout import ALGORITHM, Digest, digest_from_hex, parse_digest
-
-#: Reads a manifest's blob data by digest: bytes, or why it could not be read.
-ManifestReader = Callable[[Digest], "bytes | ReadFailure"]
+from verifier.storage.layout import ALGORITHM, digest_from_hex, parse_digest
+from verifier.storage.records import ManifestReader, ReadFailure
 
 #: At most this many tags are spelled out in a message (details always list every one).
 MAX_TAGS_IN_MESSAGE = 5

@@ -76,6 +76,11 @@ def digest_hex(digest: Digest) -> str:
 
 
 # --- paths inside one registry's v2 folder ---------------------------------------------------
+#
+# Each location has a ``*_rel`` form (a ``/``-separated string relative to the v2 folder, the
+# same for every storage backend) and a ``*_path`` form (that string joined onto a local v2
+# folder). Checks only ever build the relative form and show it through
+# `RegistryStorage.display`.
 
 
 def blobs_dir(v2: Path) -> Path:
@@ -88,29 +93,49 @@ def repositories_dir(v2: Path) -> Path:
     return v2 / "repositories"
 
 
+def blob_data_rel(digest: Digest) -> str:
+    """``blobs/sha256/<xx>/<hex>/data``, relative to the v2 folder."""
+    hex_ = digest_hex(digest)
+    return f"blobs/{ALGORITHM}/{hex_[:2]}/{hex_}/data"
+
+
+def repository_rel(repo: str) -> str:
+    """``repositories/<repo>``; `repo` must be a plain relative name (no ``..``)."""
+    parts = repo.split("/")
+    if not repo or any(p in ("", ".", "..") or p.startswith("_") for p in parts):
+        raise ValueError(f"not a repository name: {repo!r}")
+    return f"repositories/{repo}"
+
+
+def layer_link_rel(repo: str, digest: Digest) -> str:
+    """``repositories/<repo>/_layers/sha256/<hex>/link``, relative to the v2 folder."""
+    return f"{repository_rel(repo)}/_layers/{ALGORITHM}/{digest_hex(digest)}/link"
+
+
+def revision_link_rel(repo: str, digest: Digest) -> str:
+    """``repositories/<repo>/_manifests/revisions/sha256/<hex>/link``, relative to v2."""
+    hex_ = digest_hex(digest)
+    return f"{repository_rel(repo)}/_manifests/revisions/{ALGORITHM}/{hex_}/link"
+
+
 def blob_data_path(v2: Path, digest: Digest) -> Path:
     """``v2/blobs/sha256/<xx>/<hex>/data``."""
-    hex_ = digest_hex(digest)
-    return blobs_dir(v2) / hex_[:2] / hex_ / "data"
+    return v2 / blob_data_rel(digest)
 
 
 def repository_dir(v2: Path, repo: str) -> Path:
     """``v2/repositories/<repo>``; `repo` must be a plain relative name (no ``..``)."""
-    parts = repo.split("/")
-    if not repo or any(p in ("", ".", "..") or p.startswith("_") for p in parts):
-        raise ValueError(f"not a repository name: {repo!r}")
-    return repositories_dir(v2).joinpath(*parts)
+    return v2 / repository_rel(repo)
 
 
 def layer_link_path(v2: Path, repo: str, digest: Digest) -> Path:
     """``v2/repositories/<repo>/_layers/sha256/<hex>/link``."""
-    return repository_dir(v2, repo) / "_layers" / ALGORITHM / digest_hex(digest) / "link"
+    return v2 / layer_link_rel(repo, digest)
 
 
 def revision_link_path(v2: Path, repo: str, digest: Digest) -> Path:
     """``v2/repositories/<repo>/_manifests/revisions/sha256/<hex>/link``."""
-    hex_ = digest_hex(digest)
-    return repository_dir(v2, repo) / "_manifests" / "revisions" / ALGORITHM / hex_ / "link"
+    return v2 / revision_link_rel(repo, digest)
 
 
 def link_content(digest: Digest) -> bytes:
@@ -124,15 +149,30 @@ def link_content(digest: Digest) -> bytes:
 
 @dataclass(frozen=True)
 class RegistryStorage:
-    """One registry's storage: `root` holds ``docker/registry/v2``; `name` "" for a single root."""
+    """One registry's storage: `root` holds ``docker/registry/v2``; `name` "" for a single root.
+
+    `url` is set for a registry read from an object store (``s3://bucket/prefix``, no trailing
+    slash needed); `root` and `v2` then name no local folder and only filesystem code uses them.
+    Every path a check shows comes from `display` (or from strings a reader put into the
+    records), so findings name ``s3://...`` or local paths alike.
+    """
 
     name: str
     root: Path
+    url: str | None = None
 
     @property
     def v2(self) -> Path:
-        """``root/docker/registry/v2``."""
+        """``root/docker/registry/v2`` (filesystem registries only)."""
         return self.root.joinpath(*V2_PARTS)
+
+    def display(self, rel: str) -> str:
+        """How findings show `rel`, a ``/``-separated path relative to the v2 folder (e.g.
+        ``blobs/sha256/ab/<hex>/data``): ``str(v2 / rel)`` on a filesystem, else
+        ``{url}/docker/registry/v2/{rel}``."""
+        if self.url is not None:
+            return f"{self.url.rstrip('/')}/{'/'.join(V2_PARTS)}/{rel}"
+        return str(self.v2 / rel)
 
     @property
     def label(self) -> str:

@@ -43,6 +43,7 @@ from verifier.model.manifest import (
     parse_manifest,
     sha256_digest,
 )
+from verifier.storage.checks import check_link_content
 from verifier.storage.defaults import DEFAULT_MAX_ORPHAN_SHARE
 from verifier.storage.fsio import (
     TMP_SUFFIX,
@@ -72,16 +73,15 @@ from verifier.storage.layout import (
     revision_link_path,
     safe_relpath,
 )
-from verifier.storage.scan import (
+from verifier.storage.records import (
     BlobStoreState,
     OrphanChild,
     OrphanLink,
     ProgressFn,
-    ScanOptions,
     ScanResult,
-    check_link_content,
-    scan_storage,
+    StorageScanOptions,
 )
+from verifier.storage.scan import scan_storage
 
 LOCK_NAME = ".regverify.lock"
 QUARANTINE_DIRNAME = ".regverify-quarantine"
@@ -519,7 +519,7 @@ class _Run:
 
 def fix_storage(
     layout: StorageLayout,
-    scan_options: ScanOptions | None = None,
+    scan_options: StorageScanOptions | None = None,
     options: FixOptions | None = None,
     progress: ProgressFn | None = None,
     *,
@@ -531,7 +531,7 @@ def fix_storage(
     ``details["repaired"] = True``; what still needs a human stays an ``error`` (exit 1).
     Raises `FixRefused` (exit 3, nothing touched) when a safety rail says no.
     """
-    scan_options = scan_options or ScanOptions()
+    scan_options = scan_options or StorageScanOptions()
     options = options or FixOptions()
     base = layout.base
     root = quarantine_root(base, options.quarantine)

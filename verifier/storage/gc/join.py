@@ -23,13 +23,13 @@ from verifier.storage.gc.plan import GcPlan
 from verifier.storage.gc.snapshot import GcRepository, RegistrySnapshot
 from verifier.storage.layout import (
     RegistryStorage,
-    blob_data_path,
+    blob_data_rel,
     digest_from_hex,
-    layer_link_path,
+    layer_link_rel,
     parse_digest,
-    revision_link_path,
+    revision_link_rel,
 )
-from verifier.storage.scan import BlobStore, RepoLinks
+from verifier.storage.records import BlobStore, RepoLinks
 
 #: At most this many tags are listed in one finding's details (the count is always exact).
 MAX_TAGS_LISTED = 50
@@ -375,14 +375,13 @@ def _referenced_finding(
 ) -> Finding:
     valid = parse_digest(digest)
     assert valid is not None  # only digests that passed parse_digest are ever losses
-    v2 = snapshot.registry.v2
     loses = sorted(entry.loses)
     if "blob data" in entry.loses:
-        path = blob_data_path(v2, valid)
+        rel = blob_data_rel(valid)
     elif "revision link" in entry.loses:
-        path = revision_link_path(v2, repo.name, valid)
+        rel = revision_link_rel(repo.name, valid)
     else:
-        path = layer_link_path(v2, repo.name, valid)
+        rel = layer_link_rel(repo.name, valid)
     tags = sorted(set(entry.tags))
     shown = ", ".join(tags[:3]) + (f" (+{len(tags) - 3} more)" if len(tags) > 3 else "")
     what = f"{entry.role} {_short(digest)}"
@@ -399,7 +398,7 @@ def _referenced_finding(
         reference=tags[0] if tags else "",
         digest=digest,
         platform=entry.platform,
-        path=str(path),
+        path=snapshot.registry.display(rel),
         details={
             "role": entry.role,
             "loses": loses,

@@ -14,8 +14,8 @@ from enum import StrEnum
 from typing import Any
 
 from verifier.model.manifest import ManifestError, MediaType, parse_descriptor
-from verifier.storage.fsio import ReadFailure, read_regular_file
-from verifier.storage.layout import RegistryStorage, blob_data_path, digest_from_hex
+from verifier.storage.layout import RegistryStorage, blob_data_rel, digest_from_hex
+from verifier.storage.records import ManifestReader, ReadFailure
 
 
 class ManifestShape(StrEnum):
@@ -173,12 +173,13 @@ def manifest_references(body: bytes) -> ManifestRefs | Unparseable:
     return Unparseable(f"unrecognized manifest content type {media_type[:80]}")
 
 
-class ManifestCache:
-    """Reads and parses each manifest blob of one registry at most once."""
+class ManifestRefsCache:
+    """`ManifestLookup` over one registry: reads each manifest blob through `read` (any
+    backend's `ManifestReader`) and parses its references at most once."""
 
-    def __init__(self, registry: RegistryStorage, limit: int) -> None:
+    def __init__(self, registry: RegistryStorage, read: ManifestReader) -> None:
         self._registry = registry
-        self._limit = limit
+        self._read = read
         self._cache: dict[str, ManifestResult] = {}
         self.reads = 0
 
@@ -188,14 +189,13 @@ class ManifestCache:
         if hit is not None:
             return hit
         self.reads += 1
-        path = str(blob_data_path(self._registry.v2, digest_from_hex(hex_)))
-        body = read_regular_file(path, self._limit)
+        digest = digest_from_hex(hex_)
+        body = self._read(digest)
         result: ManifestResult
         if isinstance(body, ReadFailure):
+            path = self._registry.display(blob_data_rel(digest))
             result = Unreadable(f"{path}: {body.reason}{': ' + body.detail if body.detail else ''}")
         else:
             result = manifest_references(body)
         self._cache[hex_] = result
         return result
-
-

@@ -1,12 +1,14 @@
-"""The vocabulary both garbage-collect models share: the invocation, the plan, and the sweep.
+"""What both garbage-collect models share: the plan, ``MarkAndSweep``'s skeleton, the sweep.
 
 A model (`verifier.storage.gc.v28`, `verifier.storage.gc.v3`) re-runs the mark phase of its
 line's ``MarkAndSweep`` (``registry/storage/garbagecollect.go``) over a `RegistrySnapshot` and
-returns a `GcPlan`: what the real run would delete, or the error it would stop with.
+returns a `GcPlan`: what the real run would delete, or the error it would stop with. The loop
+both lines run is `run_mark_and_sweep`; each line is a `GcLine` saying only what differs.
 """
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
 from verifier.storage.gc.manifests import (
@@ -187,8 +189,84 @@ def sweep(snapshot: RegistrySnapshot, plan: GcPlan) -> None:
         )
 
 
+class GcLine(ABC):
+    """What one distribution line's ``MarkAndSweep`` does differently from the other."""
+
+    #: ``manifestLinkPathFns``: whether a revision also resolves through its ``_layers`` link
+    via_layers: bool
+    #: ``unmarkReferencedManifest``: whether an untagged revision that ended up marked (an
+    #: index child) is kept
+    unmark_referenced: bool
+
+    @abstractmethod
+    def enumerates(self, repo: GcRepository) -> bool:
+        """Whether ``registry.Enumerate`` (``catalog.go``) discovers this repository folder."""
+
+    @abstractmethod
+    def untagged_without_tags_folder(self, repo: GcRepository) -> None:
+        """``--delete-untagged`` meets an untagged revision in a repository without
+        ``_manifests/tags``: raise `GcAbort` to stop, return to leave the revision alone."""
+
+    @abstractmethod
+    def mark_references(
+        self,
+        hex_: str,
+        repo: GcRepository,
+        snapshot: RegistrySnapshot,
+        lookup: ManifestLookup,
+        plan: GcPlan,
+    ) -> None:
+        """Mark what the marked manifest `hex_` references."""
+
+    @abstractmethod
+    def after_manifests(
+        self, repo: GcRepository, snapshot: RegistrySnapshot, plan: GcPlan
+    ) -> None:
+        """What the line does in a repository once its manifests are marked (3.x: layers)."""
+
+
+def run_mark_and_sweep(
+    snapshot: RegistrySnapshot, lookup: ManifestLookup, options: GcOptions, line: GcLine
+) -> GcPlan:
+    """``MarkAndSweep`` of `line` on `snapshot`: mark every enumerated repository's revisions
+    (with ``--delete-untagged`` collect the untagged ones in ``manifestArr`` instead), remove
+    ``manifestArr``'s revision links, sweep unmarked blobs. Deletes nothing."""
+    plan = GcPlan()
+    manifest_arr: list[tuple[str, str]] = []
+    try:
+        for repo in snapshot.repositories:
+            if not line.enumerates(repo):
+                continue
+            check_repository(repo)
+            tags_by_hex = repo.tags_by_hex() if options.delete_untagged else {}
+            for hex_ in enumerated_revisions(repo, snapshot, plan, via_layers=line.via_layers):
+                digest = PREFIX + hex_
+                if options.delete_untagged:
+                    error = tags_lookup_error(repo, digest)
+                    if error is not None:
+                        raise GcAbort(error)
+                    if not tags_by_hex.get(hex_):
+                        if repo.has_tags_dir:
+                            manifest_arr.append((repo.name, hex_))
+                        else:
+                            line.untagged_without_tags_folder(repo)
+                        continue
+                plan.marked.add(digest)
+                line.mark_references(hex_, repo, snapshot, lookup, plan)
+            line.after_manifests(repo, snapshot, plan)
+    except GcAbort as exc:
+        return GcPlan(abort=str(exc), uncertain=plan.uncertain)
+    for repo_name, hex_ in manifest_arr:
+        if line.unmark_referenced and PREFIX + hex_ in plan.marked:
+            continue
+        plan.deleted_revisions.setdefault(repo_name, set()).add(hex_)
+    sweep(snapshot, plan)
+    return plan
+
+
 __all__ = [
     "GcAbort",
+    "GcLine",
     "GcOptions",
     "GcPlan",
     "PREFIX",
@@ -196,6 +274,7 @@ __all__ = [
     "enumerated_revisions",
     "get_manifest",
     "manifest_exists",
+    "run_mark_and_sweep",
     "sweep",
     "tags_lookup_error",
 ]

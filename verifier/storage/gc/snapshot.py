@@ -1,25 +1,24 @@
-"""One pass over a registry: everything either garbage-collect line reads, gathered once.
+"""Everything either garbage-collect line reads from one registry, assembled from records.
 
-Each repository's tags, revision links and layer links are read once
-(`verifier.storage.scan.iter_repositories`), the sha256 blob store is listed once
-(`verifier.storage.scan.list_blobs`), and what the shared scanner does not look at is read here:
-which of ``_layers``/``_manifests``/``_manifests/tags`` a repository folder holds (the two lines
-discover repositories differently), stray files among the tags, and blobs stored under another
-digest algorithm (the sweep walks all of ``blobs/``).
+Pure: a reader hands over the listed sha256 blob store (`BlobStore`), every repository read once
+(`RepoLinks`, with which of ``_layers``/``_manifests``/``_manifests/tags`` it holds: the two
+lines discover repositories differently, and the stray files among its tags) and what the sweep
+meets beyond ``blobs/sha256`` (`SweepListing`); `assemble_snapshot` turns them into the
+`RegistrySnapshot` both models run on. On a filesystem `verifier.storage.gc_preview.gather`
+reads them through `verifier.storage.read`.
 """
 
 from __future__ import annotations
 
-import os
 import re
-import stat
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from verifier.model.findings import Finding, Kind
 from verifier.storage.defaults import GcVersion
 from verifier.storage.gc.options import GcOptions
 from verifier.storage.layout import ALGORITHM, RegistryStorage, parse_digest
-from verifier.storage.scan import BlobStore, RepoLinks, iter_repositories, list_blobs
+from verifier.storage.records import BlobStore, RepoLinks, SweepListing
 
 # distribution/reference's anchored name grammar (reference.WithName): an optional domain,
 # then lowercase path components; at most 255 characters. garbage-collect stops with "failed to
@@ -42,17 +41,32 @@ class GcRepository:
 
     name: str
     links: RepoLinks
-    has_manifests_dir: bool = True
-    has_tags_dir: bool = True
-    has_layers_dir: bool = True
-    #: entries of ``_manifests/tags`` that are not folders (``Tags.Lookup`` fails on them)
-    stray_tag_entries: list[str] = field(default_factory=list)
     #: tag ``current/link`` files whose content is not a digest (``Tags.Lookup`` fails on them)
     bad_tag_links: list[str] = field(default_factory=list)
     #: revision links whose content is not a digest (the revision enumeration fails on them)
     bad_revision_links: list[str] = field(default_factory=list)
     #: revision links naming another digest than their folder: folder hex → named hex
     redirected_revisions: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def has_manifests_dir(self) -> bool:
+        """``_manifests`` is a real folder (3.x discovers repositories by it)."""
+        return self.links.has_manifests_dir
+
+    @property
+    def has_tags_dir(self) -> bool:
+        """``_manifests/tags`` is a real folder."""
+        return self.links.has_tags_dir
+
+    @property
+    def has_layers_dir(self) -> bool:
+        """``_layers`` is a real folder (2.8 discovers repositories by it)."""
+        return self.links.has_layers_dir
+
+    @property
+    def stray_tag_entries(self) -> list[str]:
+        """Entries of ``_manifests/tags`` that are not folders (``Tags.Lookup`` fails on them)."""
+        return self.links.stray_tag_entries
 
     @property
     def valid_name(self) -> bool:
@@ -94,13 +108,6 @@ class RegistrySnapshot:
     sweep_error: str | None = None
 
 
-def _is_dir(path: str) -> bool:
-    try:
-        return stat.S_ISDIR(os.lstat(path).st_mode)
-    except OSError:
-        return False
-
-
 def _relevant(path: str, options: GcOptions) -> bool:
     """Whether a storage finding at `path` is about something this garbage-collect reads."""
     if "/_uploads/" in path or path.endswith("/_uploads"):
@@ -131,94 +138,25 @@ def _assume_link(links: RepoLinks, f: Finding) -> bool:
     return True
 
 
-def _stray_tag_entries(tags_dir: str) -> list[str]:
-    """Entries of ``_manifests/tags`` that are neither folders nor symlinks (those are reported
-    by the shared scanner)."""
-    try:
-        with os.scandir(tags_dir) as it:
-            return sorted(
-                e.path for e in it if not e.is_dir(follow_symlinks=False) and not e.is_symlink()
-            )
-    except OSError:
-        return []
-
-
-# go-digest's algorithms the registry binary links in, and their hex lengths.
-_GO_ALGORITHMS = {"sha256": 64, "sha384": 96, "sha512": 128}
-_HEX = re.compile(r"[a-f0-9]+")
-
-
-def _other_algorithms(registry: RegistryStorage, snapshot: RegistrySnapshot) -> None:
-    """Blobs under ``blobs/<algorithm>`` for every algorithm but sha256, as ``blobStore.Enumerate``
-    reads their paths (``digestFromPath`` then ``Validate``): a valid digest is a sweep
-    candidate, anything else makes the enumeration fail."""
-    root = os.path.join(str(registry.v2), "blobs")
-    try:
-        with os.scandir(root) as it:
-            algos = sorted(e.name for e in it if e.name != ALGORITHM and e.is_dir())
-    except OSError:
-        return
-    for algo in algos:
-        for dirpath, dirnames, filenames in os.walk(os.path.join(root, algo), followlinks=True):
-            dirnames.sort()
-            if "data" not in filenames:
-                continue
-            rel = os.path.relpath(dirpath, root).split(os.sep)
-            hex_ = rel[-1]
-            size = _GO_ALGORITHMS.get(algo)
-            if (
-                len(rel) == 3
-                and size is not None
-                and len(hex_) == size
-                and _HEX.fullmatch(hex_)
-                and rel[1] == hex_[:2]
-            ):
-                try:
-                    snapshot.other_blobs[f"{algo}:{hex_}"] = os.stat(
-                        os.path.join(dirpath, "data")
-                    ).st_size
-                except OSError:
-                    continue
-            elif snapshot.sweep_error is None:
-                # go-digest's errors, as 2.8.2 prints them.
-                why = "invalid checksum digest format" if size else "unsupported digest algorithm"
-                snapshot.sweep_error = f"{os.path.join(dirpath, 'data')}: {why}"
-
-
-def _sha256_sweep_error(blobs: BlobStore) -> str | None:
-    """A folder under ``blobs/sha256`` whose name is not a digest, holding data files, makes
-    ``digestFromPath`` fail just the same."""
-    for f in blobs.findings:
-        path = f.path or ""
-        if f.kind is Kind.INVALID_LINK and any(
-            "data" in files for _, _, files in os.walk(path, followlinks=True)
-        ):
-            return f"{path}: invalid checksum digest format"
-    return None
-
-
-def gather(registry: RegistryStorage, options: GcOptions) -> RegistrySnapshot:
-    """List the blob store once and read every repository's links once."""
-    blobs = list_blobs(registry, with_sizes=True)
+def assemble_snapshot(
+    registry: RegistryStorage,
+    blobs: BlobStore,
+    repos: Iterable[RepoLinks],
+    walk_findings: list[Finding],
+    sweep: SweepListing,
+    options: GcOptions,
+) -> RegistrySnapshot:
+    """The snapshot garbage-collect would read: `blobs` (listed with sizes), every repository
+    as the reader read it, the findings of the repository walk (read after `repos` is
+    consumed, so a reader may append to it while yielding) and the sweep's extra listing."""
     findings: list[Finding] = [f for f in blobs.findings if _relevant(f.path or "", options)]
-    walk_findings: list[Finding] = []
-    repos: list[GcRepository] = []
+    gc_repos: list[GcRepository] = []
     others: list[RepoLinks] = []
-    for links in iter_repositories(registry, walk_findings):
-        manifests = os.path.join(links.path, "_manifests")
-        layers = os.path.join(links.path, "_layers")
-        repo = GcRepository(
-            links.name,
-            links,
-            has_manifests_dir=_is_dir(manifests),
-            has_tags_dir=_is_dir(os.path.join(manifests, "tags")),
-            has_layers_dir=_is_dir(layers),
-        )
+    for links in repos:
+        repo = GcRepository(links.name, links)
         if not (repo.has_manifests_dir or repo.has_layers_dir):
             others.append(links)
             continue
-        if repo.has_tags_dir:
-            repo.stray_tag_entries = _stray_tag_entries(os.path.join(manifests, "tags"))
         for f in links.findings:
             path = f.path or ""
             if not _relevant(path, options):
@@ -237,10 +175,9 @@ def gather(registry: RegistryStorage, options: GcOptions) -> RegistrySnapshot:
                     repo.redirected_revisions[f.digest[len(ALGORITHM) + 1 :]] = named[
                         len(ALGORITHM) + 1 :
                     ]
-        repos.append(repo)
+        gc_repos.append(repo)
     findings.extend(f for f in walk_findings if _relevant(f.path or "", options))
-    repos.sort(key=GcRepository.walk_key)
-    snapshot = RegistrySnapshot(registry, blobs, repos, others, findings)
-    _other_algorithms(registry, snapshot)
-    snapshot.sweep_error = snapshot.sweep_error or _sha256_sweep_error(blobs)
-    return snapshot
+    gc_repos.sort(key=GcRepository.walk_key)
+    return RegistrySnapshot(
+        registry, blobs, gc_repos, others, findings, dict(sweep.other_blobs), sweep.sweep_error
+    )

@@ -29,52 +29,56 @@ from __future__ import annotations
 from verifier.storage.gc.manifests import ManifestLookup
 from verifier.storage.gc.options import GcOptions
 from verifier.storage.gc.plan import (
-    PREFIX,
     GcAbort,
+    GcLine,
     GcPlan,
-    check_repository,
-    enumerated_revisions,
     get_manifest,
-    sweep,
-    tags_lookup_error,
+    run_mark_and_sweep,
 )
-from verifier.storage.gc.snapshot import RegistrySnapshot
+from verifier.storage.gc.snapshot import GcRepository, RegistrySnapshot
+
+
+class Line28(GcLine):
+    """``release/2.8``: repositories by ``_layers``, manifests also through ``_layers`` links,
+    references marked but never descended into, no ``unmarkReferencedManifest``."""
+
+    via_layers = True
+    unmark_referenced = False
+
+    def enumerates(self, repo: GcRepository) -> bool:
+        """catalog.go discovers repositories by their ``_layers`` folder."""
+        return repo.has_layers_dir
+
+    def untagged_without_tags_folder(self, repo: GcRepository) -> None:
+        """``Tags.All`` returns ``ErrRepositoryUnknown``: the run stops."""
+        raise GcAbort(
+            f"failed to mark: failed to retrieve tags unknown repository name={repo.name}"
+        )
+
+    def mark_references(
+        self,
+        hex_: str,
+        repo: GcRepository,
+        snapshot: RegistrySnapshot,
+        lookup: ManifestLookup,
+        plan: GcPlan,
+    ) -> None:
+        """``References()`` are marked, never descended into."""
+        manifest = get_manifest(lookup, hex_, plan)
+        if manifest is not None:
+            plan.marked.update(r.digest for r in manifest.references)
+
+    def after_manifests(
+        self, repo: GcRepository, snapshot: RegistrySnapshot, plan: GcPlan
+    ) -> None:
+        """2.8 never looks at ``_layers`` links after marking (they are not swept)."""
+
+
+LINE = Line28()
 
 
 def mark_and_sweep(
     snapshot: RegistrySnapshot, lookup: ManifestLookup, options: GcOptions
 ) -> GcPlan:
     """The plan of distribution 2.8's garbage-collect on `snapshot`."""
-    plan = GcPlan()
-    manifest_arr: list[tuple[str, str]] = []
-    try:
-        for repo in snapshot.repositories:
-            if not repo.has_layers_dir:
-                continue  # never enumerated (catalog.go discovers repositories by _layers)
-            check_repository(repo)
-            tags_by_hex = repo.tags_by_hex() if options.delete_untagged else {}
-            for hex_ in enumerated_revisions(repo, snapshot, plan, via_layers=True):
-                digest = PREFIX + hex_
-                if options.delete_untagged:
-                    error = tags_lookup_error(repo, digest)
-                    if error is not None:
-                        raise GcAbort(error)
-                    if not tags_by_hex.get(hex_):
-                        if not repo.has_tags_dir:
-                            raise GcAbort(
-                                "failed to mark: failed to retrieve tags unknown repository "
-                                f"name={repo.name}"
-                            )
-                        manifest_arr.append((repo.name, hex_))
-                        continue
-                plan.marked.add(digest)
-                manifest = get_manifest(lookup, hex_, plan)
-                if manifest is not None:
-                    # References() are marked, never descended into.
-                    plan.marked.update(r.digest for r in manifest.references)
-    except GcAbort as exc:
-        return GcPlan(abort=str(exc), uncertain=plan.uncertain)
-    for repo_name, hex_ in manifest_arr:
-        plan.deleted_revisions.setdefault(repo_name, set()).add(hex_)
-    sweep(snapshot, plan)
-    return plan
+    return run_mark_and_sweep(snapshot, lookup, options, LINE)

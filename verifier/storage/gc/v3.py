@@ -28,80 +28,74 @@ from verifier.storage.gc.options import GcOptions
 from verifier.storage.gc.plan import (
     PREFIX,
     GcAbort,
+    GcLine,
     GcPlan,
-    check_repository,
-    enumerated_revisions,
     get_manifest,
     manifest_exists,
-    sweep,
-    tags_lookup_error,
+    run_mark_and_sweep,
 )
 from verifier.storage.gc.snapshot import GcRepository, RegistrySnapshot
 
 
-def _mark_references(
-    root: str,
-    repo: GcRepository,
-    snapshot: RegistrySnapshot,
-    lookup: ManifestLookup,
-    plan: GcPlan,
-) -> None:
-    """``markManifestReferences``, iteratively."""
-    stack = [root]
-    while stack:
-        manifest = get_manifest(lookup, stack.pop(), plan, schema1=False)
-        if manifest is None:
-            continue
-        for ref in manifest.references:
-            if ref.digest in plan.marked:
+class Line3(GcLine):
+    """``main``: repositories by ``_manifests``, revision links only, references descended
+    into, ``unmarkReferencedManifest``, and each repository's ``_layers`` swept of links to
+    unmarked blobs."""
+
+    via_layers = False
+    unmark_referenced = True
+
+    def enumerates(self, repo: GcRepository) -> bool:
+        """catalog.go discovers repositories by their ``_manifests`` folder."""
+        return repo.has_manifests_dir
+
+    def untagged_without_tags_folder(self, repo: GcRepository) -> None:
+        """"manifest tags path of repository ... does not exist" is logged; nothing happens."""
+
+    def mark_references(
+        self,
+        hex_: str,
+        repo: GcRepository,
+        snapshot: RegistrySnapshot,
+        lookup: ManifestLookup,
+        plan: GcPlan,
+    ) -> None:
+        """``markManifestReferences``, iteratively."""
+        stack = [hex_]
+        while stack:
+            manifest = get_manifest(lookup, stack.pop(), plan, schema1=False)
+            if manifest is None:
                 continue
-            plan.marked.add(ref.digest)
-            if manifest_exists(repo, snapshot, ref.digest):
-                stack.append(ref.digest[len(PREFIX) :])
+            for ref in manifest.references:
+                if ref.digest in plan.marked:
+                    continue
+                plan.marked.add(ref.digest)
+                if manifest_exists(repo, snapshot, ref.digest):
+                    stack.append(ref.digest[len(PREFIX) :])
+
+    def after_manifests(
+        self, repo: GcRepository, snapshot: RegistrySnapshot, plan: GcPlan
+    ) -> None:
+        """Enumerate ``_layers``: a link to a blob not marked *at this point* is deleted."""
+        if not repo.has_layers_dir:
+            raise GcAbort(
+                f"failed to mark: filesystem: Path not found: "
+                f"/docker/registry/v2/repositories/{repo.name}/_layers"
+            )
+        # Links to blobs without data are skipped by the enumerator (ErrBlobUnknown).
+        blobs = snapshot.blobs
+        doomed = {
+            h for h in repo.links.layers if blobs.has(h) is True and PREFIX + h not in plan.marked
+        }
+        if doomed:
+            plan.deleted_layer_links[repo.name] = doomed
+
+
+LINE = Line3()
 
 
 def mark_and_sweep(
     snapshot: RegistrySnapshot, lookup: ManifestLookup, options: GcOptions
 ) -> GcPlan:
     """The plan of distribution 3.x's garbage-collect on `snapshot`."""
-    plan = GcPlan()
-    manifest_arr: list[tuple[str, str]] = []
-    blobs = snapshot.blobs
-    try:
-        for repo in snapshot.repositories:
-            if not repo.has_manifests_dir:
-                continue  # never enumerated (catalog.go discovers repositories by _manifests)
-            check_repository(repo)
-            tags_by_hex = repo.tags_by_hex() if options.delete_untagged else {}
-            for hex_ in enumerated_revisions(repo, snapshot, plan, via_layers=False):
-                digest = PREFIX + hex_
-                if options.delete_untagged:
-                    error = tags_lookup_error(repo, digest)
-                    if error is not None:
-                        raise GcAbort(error)
-                    if not tags_by_hex.get(hex_):
-                        if repo.has_tags_dir:
-                            manifest_arr.append((repo.name, hex_))
-                        continue
-                plan.marked.add(digest)
-                _mark_references(hex_, repo, snapshot, lookup, plan)
-            if not repo.has_layers_dir:
-                raise GcAbort(
-                    f"failed to mark: filesystem: Path not found: "
-                    f"/docker/registry/v2/repositories/{repo.name}/_layers"
-                )
-            # Links to blobs without data are skipped by the enumerator (ErrBlobUnknown).
-            doomed = {
-                h
-                for h in repo.links.layers
-                if blobs.has(h) is True and PREFIX + h not in plan.marked
-            }
-            if doomed:
-                plan.deleted_layer_links[repo.name] = doomed
-    except GcAbort as exc:
-        return GcPlan(abort=str(exc), uncertain=plan.uncertain)
-    for repo_name, hex_ in manifest_arr:
-        if PREFIX + hex_ not in plan.marked:  # unmarkReferencedManifest
-            plan.deleted_revisions.setdefault(repo_name, set()).add(hex_)
-    sweep(snapshot, plan)
-    return plan
+    return run_mark_and_sweep(snapshot, lookup, options, LINE)
