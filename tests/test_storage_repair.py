@@ -29,6 +29,7 @@ from verifier.model.reference import parse_reference
 from verifier.registry.client import ClientOptions
 from verifier.storage.fsio import TMP_SUFFIX
 from verifier.storage.layout import StorageLayout, detect_layout
+from verifier.storage.records import ScanResult, StorageScanOptions
 from verifier.storage.repair import (
     JOURNAL_NAME,
     LOCK_NAME,
@@ -41,7 +42,6 @@ from verifier.storage.repair import (
     read_journal,
     restore_quarantine,
 )
-from verifier.storage.records import ScanResult, StorageScanOptions
 from verifier.storage.scan import scan_storage
 from verifier.verify import RunOptions, verify_image
 
