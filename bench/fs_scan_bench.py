@@ -152,9 +152,10 @@ def fs_scan(root: Path, *, full: bool) -> dict[str, int]:
     """verifier.storage.scan, as `regverify fs scan` runs it."""
     from verifier.model.findings import Kind
     from verifier.storage.layout import detect_layout
-    from verifier.storage.scan import ScanOptions, scan_storage
+    from verifier.storage.records import StorageScanOptions
+    from verifier.storage.scan import scan_storage
 
-    result = scan_storage(detect_layout(root), ScanOptions(index_children=full))
+    result = scan_storage(detect_layout(root), StorageScanOptions(index_children=full))
     kinds = [f.kind for f in result.report.findings]
     return {
         "orphan_layer_links": kinds.count(Kind.ORPHAN_LAYER_LINK),
