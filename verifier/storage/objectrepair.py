@@ -608,7 +608,8 @@ def _dry_run_notes(backend: StorageBackend, q: str, report: Report) -> None:
         locked = False
     if locked:
         report.notes.append(
-            f"lock {_url(backend, _join(q, LOCK_NAME))} exists: a real fix would be refused now"
+            f"lock {_url(backend, _join(q, LOCK_NAME))} exists: a real fix or restore would "
+            "be refused now"
         )
 
 
