@@ -826,3 +826,31 @@ def test_dry_run_restore_changes_nothing(backend: MemoryBackend) -> None:
     assert not any(op in ("write", "write_new", "copy", "delete") for op, _ in backend.log)
     assert report.counters["would_restore"] == 2
     assert any("would be refused now" in n for n in report.notes)
+
+
+@pytest.mark.parametrize("cls", [ConditionalBackend, MemoryBackend])
+def test_restore_killed_after_any_operation_then_rerun_gives_everything_back(
+    cls: type[MemoryBackend],
+) -> None:
+    def fixed_store() -> tuple[MemoryBackend, dict[str, bytes]]:
+        b = cls()
+        healthy(b)
+        damaged(b, "app/a", 2)
+        damaged(b, "app/b", 1)
+        before = registry_objects(b)
+        assert fix(b).counters["quarantined"] == 3
+        b.log.clear()
+        return b, before
+
+    probe, _ = fixed_store()
+    restore(probe)
+    for n in range(len(probe.log)):
+        b, before = fixed_store()
+        b.crash_at = n
+        with pytest.raises(Crash):
+            restore(b)
+        b.crash_at = None
+        b.objects.pop(f"{Q}/.lock", None)  # the operator, once sure the restore is dead
+        report = restore(b)
+        assert report.counters["conflict"] == 0, (n, report.findings)
+        assert registry_objects(b) == before, n
