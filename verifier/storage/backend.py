@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 
 @dataclass(frozen=True)
@@ -62,4 +62,18 @@ class StorageBackend(Protocol):
 
     def delete(self, path: str) -> None:
         """Delete one object; deleting a missing object is not an error."""
+        ...
+
+
+@runtime_checkable
+class SupportsWriteNew(Protocol):
+    """Optional beside `StorageBackend`: create an object only where none exists, atomically.
+
+    Kept out of `StorageBackend` so a backend without it still is one; callers test
+    ``isinstance(backend, SupportsWriteNew)`` and fall back to check-then-write.
+    """
+
+    def write_new(self, path: str, data: bytes) -> bool:
+        """Create `path` holding `data` only if no object is there (S3: a PUT with
+        ``IfNoneMatch='*'``); True if created, False if an object already existed."""
         ...

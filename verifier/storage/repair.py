@@ -73,8 +73,8 @@ from verifier.storage.layout import (
     revision_link_path,
     safe_relpath,
 )
+from verifier.storage.rails import RailDecision, RegistryCounts, decide
 from verifier.storage.records import (
-    BlobStoreState,
     OrphanChild,
     OrphanLink,
     ProgressFn,
@@ -132,42 +132,20 @@ def quarantine_root(base: Path, given: Path | None) -> Path:
 # --- safety rails (pure) ---------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class RailDecision:
-    """What the safety rails said: `refusals` stop the run; `overridden` were forced past."""
-
-    refusals: tuple[str, ...]
-    overridden: tuple[str, ...]
-
-
 def check_safety_rails(result: ScanResult, *, force: bool, max_orphan_share: float) -> RailDecision:
     """Decide from the scan alone whether `fs fix` may act (its safety rails)."""
-    refusals: list[str] = []
-    overridden: list[str] = []
-    for s in result.stats:
-        label = s.name or str(result.layout.base)
-        if s.blob_gaps:
-            more = f" and {len(s.blob_gaps) - 1} more" if len(s.blob_gaps) > 1 else ""
-            refusals.append(
-                f"registry {label}: its blob listing is incomplete (cannot read "
-                f"{s.blob_gaps[0]}{more}), so a link whose blob might exist cannot be told from "
-                "an orphan; fix access and rerun; not overridable by --force"
-            )
-            continue
-        if s.blob_store in (BlobStoreState.MISSING, BlobStoreState.EMPTY) and s.links:
-            refusals.append(
-                f"registry {label}: blob store is {s.blob_store} while {s.links} links exist "
-                "(unmounted or half-synced volume?); not overridable by --force"
-            )
-            continue
-        if s.layer_links and s.orphan_layer_links / s.layer_links > max_orphan_share:
-            msg = (
-                f"registry {label}: {s.orphan_layer_links} of {s.layer_links} layer links "
-                f"({s.orphan_layer_links / s.layer_links:.0%}) look orphaned, more than "
-                f"--max-orphan-share {max_orphan_share:.0%}"
-            )
-            (overridden if force else refusals).append(msg)
-    return RailDecision(tuple(refusals), tuple(overridden))
+    counts = [
+        RegistryCounts(
+            label=s.name or str(result.layout.base),
+            blob_store=str(s.blob_store),
+            links=s.links,
+            layer_links=s.layer_links,
+            orphan_layer_links=s.orphan_layer_links,
+            blob_gaps=tuple(s.blob_gaps),
+        )
+        for s in result.stats
+    ]
+    return decide(counts, force=force, max_orphan_share=max_orphan_share)
 
 
 # --- lock ------------------------------------------------------------------------------------
