@@ -34,8 +34,8 @@ class MemoryBackend:
         self.page_size = page_size
         #: seconds each call sleeps (to make concurrency observable)
         self.delay = delay
-        #: key prefix -> message: any call touching a key at or below it raises
-        self.failures: dict[str, str] = {}
+        #: key prefix -> (message, operations or None for all): calls touching it raise
+        self.failures: dict[str, tuple[str, frozenset[str] | None]] = {}
         self.calls: Counter[str] = Counter()
         #: every path passed to each call, in order
         self.paths: dict[str, list[str]] = {}
@@ -45,12 +45,20 @@ class MemoryBackend:
 
     # -- failure injection and accounting --------------------------------------------------------
 
-    def fail(self, prefix: str, message: str = "injected failure") -> None:
-        """Make every call on `prefix` or below raise StorageUnavailable(`message`)."""
-        self.failures[prefix] = message
+    def fail(
+        self, prefix: str, message: str = "injected failure", *, ops: set[str] | None = None
+    ) -> None:
+        """Make calls on `prefix` or below raise StorageUnavailable(`message`).
 
-    def _check(self, path: str) -> None:
-        for prefix, message in self.failures.items():
+        `ops` limits it to some operations (``read``, ``walk``, ...); a walk also fails when
+        it reaches a key below `prefix`, after yielding the keys before it.
+        """
+        self.failures[prefix] = (message, frozenset(ops) if ops is not None else None)
+
+    def _check(self, op: str, path: str) -> None:
+        for prefix, (message, ops) in self.failures.items():
+            if ops is not None and op not in ops:
+                continue
             if not prefix or path == prefix or path.startswith(prefix + "/"):
                 raise StorageUnavailable(f"{message}: {path}")
 
@@ -77,7 +85,7 @@ class MemoryBackend:
         """One level below `path`: sub-folder names and the objects directly in it, sorted."""
         self._enter("list_folder", path)
         try:
-            self._check(path)
+            self._check("list_folder", path)
             start = len(path) + 1 if path else 0
             folders: set[str] = set()
             objects: list[StoredObject] = []
@@ -96,7 +104,7 @@ class MemoryBackend:
         """Every object below `path` in key order, one page at a time (fails mid-walk too)."""
         self._enter("walk", path)
         try:
-            self._check(path)
+            self._check("walk", path)
             keys = self._below(path)
         finally:
             self._leave()
@@ -105,7 +113,7 @@ class MemoryBackend:
             try:
                 page = keys[i : i + self.page_size]
                 for key in page:
-                    self._check(key)
+                    self._check("walk", key)
             finally:
                 self._leave()
             for key in page:
@@ -115,7 +123,7 @@ class MemoryBackend:
         """The object's bytes or None; more than `limit` bytes raises ValueError."""
         self._enter("read", path)
         try:
-            self._check(path)
+            self._check("read", path)
             data = self.objects.get(path)
             if data is not None and len(data) > limit:
                 raise ValueError(f"{path}: {len(data)} bytes > {limit}")
@@ -127,7 +135,7 @@ class MemoryBackend:
         """The object's size, or None."""
         self._enter("stat", path)
         try:
-            self._check(path)
+            self._check("stat", path)
             data = self.objects.get(path)
             return None if data is None else StoredObject(path, len(data))
         finally:
@@ -137,8 +145,8 @@ class MemoryBackend:
         """Copy one object."""
         self._enter("copy", src)
         try:
-            self._check(src)
-            self._check(dst)
+            self._check("copy", src)
+            self._check("copy", dst)
             self.objects[dst] = self.objects[src]
         finally:
             self._leave()
@@ -147,7 +155,7 @@ class MemoryBackend:
         """Create or replace one object."""
         self._enter("write", path)
         try:
-            self._check(path)
+            self._check("write", path)
             self.objects[path] = bytes(data)
         finally:
             self._leave()
@@ -156,7 +164,7 @@ class MemoryBackend:
         """Delete one object (missing is fine)."""
         self._enter("delete", path)
         try:
-            self._check(path)
+            self._check("delete", path)
             self.objects.pop(path, None)
         finally:
             self._leave()
