@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import Any
 
@@ -547,6 +547,7 @@ def test_repositories_are_yielded_one_at_a_time(tmp_path: Path) -> None:
     assert first.name == "app/multi"
     # Nothing of the next repositories has been walked yet.
     assert all("app/multi/" in p for p in backend.paths["walk"])
+    assert isinstance(it, Generator)
     it.close()
 
 

@@ -436,7 +436,7 @@ class ObjectStoreReader:
     def read_repository(
         self, registry: RegistryStorage | ObjectRegistry, name: str
     ) -> tuple[RepoLinks, RepoDirs]:
-        """Read one repository by name (its folder listed afresh)."""
+        """Read one repository by name (its folder listed afresh; a listing error propagates)."""
         reg, storage = self.registry(registry), self._storage(registry)
         listing = self.backend.list_folder(reg.key(f"repositories/{name}"))
         internal = {f for f in listing.folders if f in REPO_INTERNAL_DIRS}
