@@ -24,10 +24,11 @@ from tests.support.registry import RegistryServer
 from tests.test_storage_synthetic import SyntheticStore, sha
 from verifier.errors import StorageUnavailable, UsageError
 from verifier.model.findings import Finding, Kind
-from verifier.model.manifest import DEFAULT_MAX_MANIFEST_BYTES, Manifest
-from verifier.storage import scan
+from verifier.model.manifest import DEFAULT_MAX_MANIFEST_BYTES
+from verifier.storage import checks as storage_checks
+from verifier.storage import read as fs_reader
+from verifier.storage import records, scan
 from verifier.storage.fsio import FailReason, ReadFailure
-from verifier.storage.images import Needs, gather_needs
 from verifier.storage.layout import RegistryStorage, detect_layout
 from verifier.storage.objectread import (
     OVERSIZED_LINK_READ_LIMIT,
@@ -78,7 +79,7 @@ def finding_dict(f: Finding, convert: Mapper) -> dict[str, Any]:
     return out
 
 
-def blob_record(store: scan.BlobStore, convert: Mapper) -> dict[str, Any]:
+def blob_record(store: records.BlobStore, convert: Mapper) -> dict[str, Any]:
     return {
         "state": store.state,
         "present": store.present,
@@ -91,7 +92,7 @@ def blob_record(store: scan.BlobStore, convert: Mapper) -> dict[str, Any]:
     }
 
 
-def repo_record(repo: scan.RepoLinks, convert: Mapper) -> dict[str, Any]:
+def repo_record(repo: records.RepoLinks, convert: Mapper) -> dict[str, Any]:
     return {
         "name": repo.name,
         "path": convert(repo.path),
@@ -106,30 +107,16 @@ def repo_record(repo: scan.RepoLinks, convert: Mapper) -> dict[str, Any]:
 
 def run_checks(
     registry: RegistryStorage,
-    blobs: scan.BlobStore,
-    repos: list[scan.RepoLinks],
+    blobs: records.BlobStore,
+    repos: list[records.RepoLinks],
     walk_findings: list[Finding],
-    read: scan.ManifestReader,
+    read: records.ManifestReader,
 ) -> list[Finding]:
     """The body of `scan_storage`'s loop for one registry, over records either reader made."""
     findings: list[Finding] = [*blobs.findings, *walk_findings]
     for repo in repos:
         findings.extend(repo.findings)
-        parsed: dict[str, Manifest | None] = {}
-        index_findings, _ = scan.check_index_children(registry, repo, blobs, read, parsed)
-        findings.extend(index_findings)
-        needs: Needs = gather_needs(
-            {t: h for t, (h, _) in repo.tags.items() if h is not None},
-            repo.revisions,
-            blobs.has,
-            read,
-            index_children=True,
-            memo=parsed,
-        )
-        findings.extend(o.finding for o in scan.check_layer_links(registry, repo, blobs, needs))
-        findings.extend(scan.check_revisions(registry, repo, blobs, needs))
-        findings.extend(scan.check_tags(registry, repo, blobs))
-        findings.extend(scan.check_images(registry, repo, blobs, needs))
+        findings.extend(storage_checks.check_repository(registry, repo, blobs, read).findings)
     return findings
 
 
@@ -137,16 +124,16 @@ def finding_set(findings: list[Finding], convert: Mapper) -> list[str]:
     return sorted(json.dumps(finding_dict(f, convert), sort_keys=True) for f in findings)
 
 
-def read_fs(root: Path) -> tuple[scan.BlobStore, list[scan.RepoLinks], list[Finding]]:
+def read_fs(root: Path) -> tuple[records.BlobStore, list[records.RepoLinks], list[Finding]]:
     registry = RegistryStorage("", root)
     walk: list[Finding] = []
-    repos = list(scan.iter_repositories(registry, walk))
-    return scan.list_blobs(registry, with_sizes=True), repos, walk
+    repos = list(fs_reader.iter_repositories(registry, walk))
+    return fs_reader.list_blobs(registry, with_sizes=True), repos, walk
 
 
 def read_obj(
     backend: MemoryBackend, root: Path, workers: int = 4
-) -> tuple[scan.BlobStore, list[scan.RepoLinks], list[Finding]]:
+) -> tuple[records.BlobStore, list[records.RepoLinks], list[Finding]]:
     reader = ObjectStoreReader(backend, workers=workers)
     registry = RegistryStorage("", root)
     walk: list[Finding] = []
@@ -178,7 +165,7 @@ def assert_same(root: Path, *, expect_kinds: set[Kind] | None = None) -> list[Fi
         ]
 
     registry = RegistryStorage("", root)
-    fs_read = scan._manifest_reader(registry, DEFAULT_MAX_MANIFEST_BYTES)
+    fs_read = fs_reader.manifest_reader(registry, DEFAULT_MAX_MANIFEST_BYTES)
     ob_read = ObjectStoreReader(backend).manifest_reader(registry, DEFAULT_MAX_MANIFEST_BYTES)
     fs_findings = run_checks(registry, fs_blobs, fs_repos, fs_walk, fs_read)
     ob_findings = run_checks(registry, ob_blobs, ob_repos, ob_walk, ob_read)
@@ -313,7 +300,7 @@ def test_differential_missing_blobs_folder(tmp_path: Path) -> None:
     shutil.rmtree(store.v2 / "blobs")
     assert_same(tmp_path)
     blobs, _, _ = read_obj(load_tree(tmp_path, location=LOCATION), tmp_path)
-    assert blobs.state is scan.BlobStoreState.MISSING
+    assert blobs.state is records.BlobStoreState.MISSING
 
 
 def test_empty_blob_store(tmp_path: Path) -> None:
@@ -324,13 +311,13 @@ def test_empty_blob_store(tmp_path: Path) -> None:
     shutil.rmtree(store.v2 / "blobs" / "sha256")
     (store.v2 / "blobs" / "sha256").mkdir()
     fs_blobs, _, _ = read_fs(tmp_path)
-    assert fs_blobs.state is scan.BlobStoreState.EMPTY
+    assert fs_blobs.state is records.BlobStoreState.EMPTY
     ob_blobs, _, _ = read_obj(load_tree(tmp_path, location=LOCATION), tmp_path)
-    assert ob_blobs.state is scan.BlobStoreState.MISSING
+    assert ob_blobs.state is records.BlobStoreState.MISSING
     (store.v2 / "blobs" / "sha256" / "stray").write_bytes(b"x")
     assert_same(tmp_path)
     ob_blobs, _, _ = read_obj(load_tree(tmp_path, location=LOCATION), tmp_path)
-    assert ob_blobs.state is scan.BlobStoreState.EMPTY
+    assert ob_blobs.state is records.BlobStoreState.EMPTY
 
 
 def test_oversized_link_is_invalid_without_being_read(tmp_path: Path) -> None:
@@ -344,7 +331,7 @@ def test_oversized_link_is_invalid_without_being_read(tmp_path: Path) -> None:
     convert = mapper(tmp_path)
     keep = ("kind", "repository", "digest", "path", "expected_digest")
 
-    def brief(r: scan.RepoLinks) -> list[tuple[Any, ...]]:
+    def brief(r: records.RepoLinks) -> list[tuple[Any, ...]]:
         return [tuple(finding_dict(f, convert).get(k) for k in keep) for f in r.findings]
 
     assert brief(ob_repo) == brief(fs_repo)
@@ -418,7 +405,7 @@ def test_unreadable_blob_store(tmp_path: Path) -> None:
     backend = load_tree(tmp_path, location=LOCATION)
     backend.fail(f"{V2}/blobs/sha256", "endpoint down")
     blobs = ObjectStoreReader(backend).list_blobs(RegistryStorage("", tmp_path))
-    assert blobs.state is scan.BlobStoreState.UNREADABLE
+    assert blobs.state is records.BlobStoreState.UNREADABLE
     assert blobs.findings[0].path == f"{LOCATION}/{V2}/blobs/sha256"
 
 
@@ -443,7 +430,7 @@ def test_failing_layers_walk_marks_all_links_unknown(tmp_path: Path) -> None:
     reader = ObjectStoreReader(backend)
     registry = RegistryStorage("", tmp_path)
     (repo,) = list(reader.iter_repositories(registry, []))
-    assert repo.bad_layer_links == {scan.ALL_LINKS}
+    assert repo.bad_layer_links == {records.ALL_LINKS}
     assert [(f.kind, f.path) for f in repo.findings] == [
         (Kind.UNREADABLE_FILE, f"{LOCATION}/{V2}/repositories/app/web/_layers")
     ]

@@ -27,6 +27,12 @@ from typing import TypeVar
 from verifier.errors import StorageUnavailable, UsageError
 from verifier.model.findings import Finding, Kind, Severity
 from verifier.storage.backend import StorageBackend, StoredObject
+from verifier.storage.checks import (
+    check_link_content,
+    invalid_name_finding,
+    storage_finding,
+    unreadable_finding,
+)
 from verifier.storage.fsio import FailReason, ReadFailure
 from verifier.storage.layout import (
     ALGORITHM,
@@ -39,16 +45,12 @@ from verifier.storage.layout import (
     is_hex2,
     is_hex64,
 )
-from verifier.storage.scan import (
+from verifier.storage.records import (
     ALL_LINKS,
     BlobStore,
     BlobStoreState,
     ManifestReader,
     RepoLinks,
-    _finding,
-    _invalid_name,
-    _unreadable_finding,
-    check_link_content,
 )
 
 #: What the filesystem reader reads of a link file; longer content is judged on these bytes.
@@ -105,12 +107,9 @@ class ObjectRegistry:
 
     @property
     def storage(self) -> RegistryStorage:
-        """A `RegistryStorage` to hand to the checks (only its `name` is read by findings).
-
-        Its `root` is a stand-in built from the display prefix until `RegistryStorage` can
-        name a bucket itself.
-        """
-        return RegistryStorage(self.name, Path(self.display_prefix or "."))
+        """The `RegistryStorage` the checks take: its `url` makes every path they show a
+        ``<location>/docker/registry/v2/...`` one; its `root` is never read for a bucket."""
+        return RegistryStorage(self.name, Path(self.name or "."), url=self.display_prefix)
 
 
 def _has_keys_below(backend: StorageBackend, folder: str, name: str) -> bool:
@@ -315,7 +314,7 @@ class ObjectStoreReader:
         except Exception as exc:  # any backend error is a gap, never a crash
             store = BlobStore(BlobStoreState.UNREADABLE)
             path = reg.display(root_rel)
-            store.findings.append(_unreadable_finding(storage, path, _detail(exc)))
+            store.findings.append(unreadable_finding(storage, path, _detail(exc)))
             store.gaps.append(f"{path}: {_detail(exc)}")
             return store
         if not top.folders and not top.objects:
@@ -329,7 +328,7 @@ class ObjectStoreReader:
             for prefix in top.folders:
                 if not is_hex2(prefix):
                     path = reg.display(f"{root_rel}/{prefix}")
-                    store.findings.append(_invalid_name(storage, path, "blob prefix"))
+                    store.findings.append(invalid_name_finding(storage, path, "blob prefix"))
                     continue
                 self._take_prefix(reg, storage, store, next(listings), with_sizes=with_sizes)
         if not store.present and not store.unknown and not store.unlisted_prefixes:
@@ -371,7 +370,7 @@ class ObjectStoreReader:
             entry = listing.entries[name]
             if not is_hex64(name) or not name.startswith(prefix):
                 store.findings.append(
-                    _invalid_name(storage, reg.display(f"{prefix_rel}/{name}"), "blob")
+                    invalid_name_finding(storage, reg.display(f"{prefix_rel}/{name}"), "blob")
                 )
                 continue
             if entry.data is not None:
@@ -381,13 +380,13 @@ class ObjectStoreReader:
             elif entry.data_is_folder:
                 store.unknown.add(name)
                 path = reg.display(f"{prefix_rel}/{name}/data")
-                store.findings.append(_unreadable_finding(storage, path, "not a regular file"))
+                store.findings.append(unreadable_finding(storage, path, "not a regular file"))
                 store.gaps.append(f"{path}: not a regular file")
         if listing.error is not None:
             # What was listed before the failure exists; the rest of the prefix is unknown.
             path = reg.display(prefix_rel)
             store.unlisted_prefixes.add(prefix)
-            store.findings.append(_unreadable_finding(storage, path, listing.error))
+            store.findings.append(unreadable_finding(storage, path, listing.error))
             store.gaps.append(f"{path}: {listing.error}")
 
     # -- repositories ---------------------------------------------------------------------------
@@ -419,7 +418,7 @@ class ObjectStoreReader:
                     listing = self.backend.list_folder(reg.key(rel))
                 except Exception as exc:  # any backend error: this folder is a gap
                     findings.append(
-                        _unreadable_finding(storage, reg.display(rel), _detail(exc), name)
+                        unreadable_finding(storage, reg.display(rel), _detail(exc), name)
                     )
                     continue
                 internal = {f for f in listing.folders if f in REPO_INTERNAL_DIRS}
@@ -470,6 +469,11 @@ class ObjectStoreReader:
                 reg.display(f"{base}/_manifests/tags/{s}") for s in seen.stray_tags
             ),
         )
+        # The records the checks and the GC model read carry the same flags.
+        repo.has_manifests_dir = dirs.has_manifests_dir
+        repo.has_tags_dir = dirs.has_tags_dir
+        repo.has_layers_dir = dirs.has_layers_dir
+        repo.stray_tag_entries = list(dirs.stray_tag_entries)
         jobs: list[_LinkEntry] = []
         jobs.extend(e for e in seen.layers.entries.values() if e.key is not None)
         jobs.extend(e for e in seen.revisions.entries.values() if e.key is not None)
@@ -484,7 +488,7 @@ class ObjectStoreReader:
         if "_layers" in internal:
             if seen.layers_error is not None:
                 path = reg.display(f"{base}/_layers")
-                repo.findings.append(_unreadable_finding(storage, path, seen.layers_error, name))
+                repo.findings.append(unreadable_finding(storage, path, seen.layers_error, name))
                 repo.bad_layer_links.add(ALL_LINKS)
             repo.layers, repo.layer_link_files = self._judge_links(
                 reg, storage, repo, f"{base}/_layers", seen.layers, contents, "layer",
@@ -494,7 +498,7 @@ class ObjectStoreReader:
             if seen.manifests_error is not None:
                 path = reg.display(f"{base}/_manifests")
                 repo.findings.append(
-                    _unreadable_finding(storage, path, seen.manifests_error, name)
+                    unreadable_finding(storage, path, seen.manifests_error, name)
                 )
             repo.revisions, _ = self._judge_links(
                 reg, storage, repo, f"{base}/_manifests/revisions", seen.revisions, contents,
@@ -580,7 +584,7 @@ class ObjectStoreReader:
         """The filesystem reader's `_read_links` over listed keys: valid hex -> path, files."""
         for algo in sorted(folder.other_algorithms):
             repo.findings.append(
-                _finding(
+                storage_finding(
                     Kind.INVALID_LINK,
                     Severity.ERROR,
                     f"unsupported digest algorithm folder {algo[:80]!r}",
@@ -595,7 +599,7 @@ class ObjectStoreReader:
         for name in sorted(folder.entries):
             if not is_hex64(name):
                 path = reg.display(f"{algo_rel}/{name}")
-                repo.findings.append(_invalid_name(storage, path, what, repo.name))
+                repo.findings.append(invalid_name_finding(storage, path, what, repo.name))
                 continue
             link = reg.display(f"{algo_rel}/{name}/link")
             content = self._link_content(folder.entries[name], contents)
@@ -618,7 +622,7 @@ class ObjectStoreReader:
             if bad is not None:
                 bad.add(name)
             repo.findings.append(
-                _finding(
+                storage_finding(
                     Kind.INVALID_LINK,
                     Severity.ERROR,
                     f"{what} link {problem}",
@@ -645,7 +649,7 @@ class ObjectStoreReader:
         if failure.reason is FailReason.TOO_LARGE:
             # On disk only its first bytes would be read, and they are not a digest either.
             digest = digest_from_hex(hex_) if hex_ is not None else None
-            return _finding(
+            return storage_finding(
                 Kind.INVALID_LINK,
                 Severity.ERROR,
                 f"{what} link content is {failure.detail}, longer than any digest",
@@ -656,7 +660,7 @@ class ObjectStoreReader:
                 reference=tag,
                 expected_digest=digest,
             )
-        return _unreadable_finding(storage, path, failure.detail, repository)
+        return unreadable_finding(storage, path, failure.detail, repository)
 
     def _judge_tags(
         self,
@@ -688,7 +692,7 @@ class ObjectStoreReader:
             problem = check_link_content(content, None)
             if problem is not None:
                 repo.findings.append(
-                    _finding(
+                    storage_finding(
                         Kind.INVALID_LINK,
                         Severity.ERROR,
                         f"tag {tag!r} current link {problem}",
