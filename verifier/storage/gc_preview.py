@@ -55,13 +55,8 @@ from verifier.storage.gc.snapshot import (
     valid_repository_name,
 )
 from verifier.storage.layout import RegistryStorage, StorageLayout
-from verifier.storage.read import (
-    iter_repositories,
-    list_blobs,
-    manifest_reader,
-    read_sweep_listing,
-)
-from verifier.storage.records import BlobStoreState
+from verifier.storage.read import FilesystemReader
+from verifier.storage.records import BlobStoreState, StorageReader
 
 #: At most this many repositories get their own note line (all are in the JSON `gc_preview`).
 MAX_REPOSITORY_NOTES = 20
@@ -113,21 +108,27 @@ def _human_bytes(n: int) -> str:
     return f"{n} B"  # pragma: no cover
 
 
-def gather(registry: RegistryStorage, options: GcOptions) -> RegistrySnapshot:
-    """Read a filesystem registry once (blob store, every repository, the rest of ``blobs/``)
-    and assemble what garbage-collect would read."""
-    blobs = list_blobs(registry, with_sizes=True)
+def gather(
+    registry: RegistryStorage, options: GcOptions, reader: StorageReader | None = None
+) -> RegistrySnapshot:
+    """Read a registry once (blob store, every repository, the rest of ``blobs/``) and
+    assemble what garbage-collect would read; `reader` defaults to the filesystem's."""
+    reader = reader or FilesystemReader()
+    blobs = reader.list_blobs(registry, with_sizes=True)
     walk_findings: list[Finding] = []
-    repos = list(iter_repositories(registry, walk_findings))
-    sweep = read_sweep_listing(registry, blobs)
+    repos = list(reader.iter_repositories(registry, walk_findings))
+    sweep = reader.read_sweep_listing(registry, blobs)
     return assemble_snapshot(registry, blobs, repos, walk_findings, sweep, options)
 
 
-def preview_registry(registry: RegistryStorage, options: GcOptions) -> RegistryOutcome:
-    """Gather, simulate and join for one filesystem registry."""
-    snapshot = gather(registry, options)
-    reader = manifest_reader(registry, options.max_manifest_bytes, follow=False)
-    lookup = ManifestRefsCache(registry, reader)
+def preview_registry(
+    registry: RegistryStorage, options: GcOptions, reader: StorageReader | None = None
+) -> RegistryOutcome:
+    """Gather, simulate and join for one registry (on a filesystem unless `reader` says)."""
+    reader = reader or FilesystemReader()
+    snapshot = gather(registry, options, reader)
+    read = reader.manifest_reader(registry, options.max_manifest_bytes, follow=False)
+    lookup = ManifestRefsCache(registry, read)
     plan = simulate_gc(snapshot, lookup, options)
     if plan.abort is not None:
         return RegistryOutcome(snapshot, plan)
@@ -202,7 +203,9 @@ def _as_warning(f: Finding) -> Finding:
     return replace(f, severity=Severity.WARNING, details=details)
 
 
-def preview_storage(layout: StorageLayout, options: GcOptions | None = None) -> Report:
+def preview_storage(
+    layout: StorageLayout, options: GcOptions | None = None, reader: StorageReader | None = None
+) -> Report:
     """Predict ``garbage-collect`` for every registry in `layout`; never changes anything.
 
     Exit code of the report: 1 when a tag would become unpullable or referenced data would be
@@ -211,7 +214,7 @@ def preview_storage(layout: StorageLayout, options: GcOptions | None = None) -> 
     options = options or GcOptions()
     started = time.time()
     t0 = time.perf_counter()
-    report = Report(mode="fs-gc-preview", target=str(layout.base), started_at=started)
+    report = Report(mode="fs-gc-preview", target=layout.location, started_at=started)
     report.notes.append(f"layout: {layout.describe()}")
     report.notes.append(
         f"predicting {options.command}: mark phase of registry/storage/garbagecollect.go "
@@ -223,7 +226,7 @@ def preview_storage(layout: StorageLayout, options: GcOptions | None = None) -> 
     registries: list[dict[str, Any]] = []
     c = report.counters
     for registry in layout.registries:
-        outcome = preview_registry(registry, options)
+        outcome = preview_registry(registry, options, reader)
         snapshot, plan = outcome.snapshot, outcome.plan
         for f in snapshot.findings:
             report.add(_as_warning(f))
@@ -253,7 +256,7 @@ def preview_storage(layout: StorageLayout, options: GcOptions | None = None) -> 
         registries.append(
             {
                 "name": registry.name,
-                "path": str(registry.root),
+                "path": registry.location,
                 # The real command ends with "failed to garbage collect: ..." and exit status 1
                 # (registry/root.go) on any error; a mark-phase error deletes nothing.
                 "gc_would_stop": plan.stops,

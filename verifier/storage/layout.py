@@ -177,7 +177,14 @@ class RegistryStorage:
     @property
     def label(self) -> str:
         """How messages name this registry: its folder name, or a single root's folder name."""
-        return self.name or self.root.name or str(self.root)
+        if self.name:
+            return self.name
+        return self.url or self.root.name or str(self.root)
+
+    @property
+    def location(self) -> str:
+        """How reports name this registry's root: its object-store URL or its folder."""
+        return self.url.rstrip("/") if self.url else str(self.root)
 
     def matches(self, selector: str) -> bool:
         """Whether a ``--registry``/``--proxy-cache`` value names this registry.
@@ -198,13 +205,22 @@ class StorageLayout:
     registries: tuple[RegistryStorage, ...]
     #: Entries of a multi-registry base skipped because they are symlinks (never followed).
     skipped_symlinks: tuple[str, ...] = field(default=())
+    #: ``s3://bucket/prefix`` for a layout in object storage (then `base` is never read).
+    url: str | None = None
+
+    @property
+    def location(self) -> str:
+        """How reports name the storage: the object-store URL, or the base folder."""
+        return self.url or str(self.base)
 
     def describe(self) -> str:
         """One line for the report, e.g. ``multi-registry base /srv (3 registries: a, b, c)``."""
         if self.kind is LayoutKind.SINGLE_ROOT:
-            return f"single registry root {self.base}"
+            return f"single registry root {self.location}"
         names = ", ".join(r.name for r in self.registries)
-        return f"multi-registry base {self.base} ({len(self.registries)} registries: {names})"
+        return (
+            f"multi-registry base {self.location} ({len(self.registries)} registries: {names})"
+        )
 
 
 def _is_real_dir(path: Path) -> bool:

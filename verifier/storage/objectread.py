@@ -34,12 +34,15 @@ from verifier.storage.checks import (
     unreadable_finding,
 )
 from verifier.storage.fsio import FailReason, ReadFailure
+from verifier.storage.gc.snapshot import sweep_path_error
 from verifier.storage.layout import (
     ALGORITHM,
     REPO_INTERNAL_DIRS,
     V2_PARTS,
     Digest,
+    LayoutKind,
     RegistryStorage,
+    StorageLayout,
     digest_from_hex,
     digest_hex,
     is_hex2,
@@ -51,6 +54,7 @@ from verifier.storage.records import (
     BlobStoreState,
     ManifestReader,
     RepoLinks,
+    SweepListing,
 )
 
 #: What the filesystem reader reads of a link file; longer content is judged on these bytes.
@@ -156,6 +160,18 @@ def detect_object_layout(backend: StorageBackend) -> list[ObjectRegistry]:
             "pass the prefix that holds docker/)"
         )
     raise UsageError(f"{location}: no registry storage found: {expected}{hint}")
+
+
+def object_layout(backend: StorageBackend) -> StorageLayout:
+    """`detect_object_layout` as the `StorageLayout` the scan, fix and gc-preview take."""
+    found = detect_object_layout(backend)
+    single = len(found) == 1 and not found[0].name
+    return StorageLayout(
+        Path("."),
+        LayoutKind.SINGLE_ROOT if single else LayoutKind.MULTI_REGISTRY,
+        tuple(r.storage for r in found),
+        url=backend.location.rstrip("/"),
+    )
 
 
 # --- helpers ---------------------------------------------------------------------------------
@@ -708,10 +724,52 @@ class ObjectStoreReader:
 
     # -- manifests ------------------------------------------------------------------------------
 
+    def read_sweep_listing(
+        self, registry: RegistryStorage | ObjectRegistry, blobs: BlobStore
+    ) -> SweepListing:
+        """What garbage-collect's sweep meets besides `blobs`: blobs under other algorithms
+        (``blobs/<algorithm>/<xx>/<hex>/data``) and the first key that would stop it."""
+        reg = self.registry(registry)
+        others: dict[str, int] = {}
+        error: str | None = None
+        try:
+            folders = self.backend.list_folder(reg.key("blobs")).folders
+            algos = [a for a in folders if a != ALGORITHM]
+        except Exception:  # the scan reports the blob store itself; the sweep sees nothing more
+            algos = []
+        for algo in sorted(algos):
+            try:
+                objects = list(self.backend.walk(reg.key(f"blobs/{algo}")))
+            except Exception:  # as on disk: an unlistable folder adds no candidate
+                continue
+            base = reg.key("blobs") + "/"
+            for obj in objects:
+                parts = obj.path[len(base) :].split("/")
+                if parts[-1] != "data":
+                    continue
+                why = sweep_path_error(parts[:-1])
+                if why is None:
+                    others[f"{algo}:{parts[-2]}"] = obj.size
+                elif error is None:
+                    error = f"{_join(self.backend.location, obj.path)}: {why}"
+        if error is None:
+            for f in blobs.findings:
+                if f.kind is not Kind.INVALID_LINK or not f.path:
+                    continue
+                try:
+                    key = reg.key_of(f.path)
+                    if any(o.path.endswith("/data") for o in self.backend.walk(key)):
+                        error = f"{f.path}: invalid checksum digest format"
+                        break
+                except Exception:  # not provable either way: no sweep error claimed
+                    continue
+        return SweepListing(others, error)
+
     def manifest_reader(
-        self, registry: RegistryStorage | ObjectRegistry, limit: int
+        self, registry: RegistryStorage | ObjectRegistry, limit: int, *, follow: bool = True
     ) -> ManifestReader:
-        """Reads a manifest's blob data by digest, at most `limit` bytes, as the checks need."""
+        """Reads a manifest's blob data by digest, at most `limit` bytes, as the checks need
+        (`follow` is for the filesystem's symlinks; an object store has none)."""
         reg = self.registry(registry)
         backend = self.backend
 

@@ -12,7 +12,6 @@ every backend. An object-store reader offers the same functions over its listing
 from __future__ import annotations
 
 import os
-import re
 import stat
 from collections.abc import Callable, Iterator
 
@@ -27,6 +26,7 @@ from verifier.storage.checks import (
     unsupported_algorithm_finding,
 )
 from verifier.storage.fsio import read_link_file, read_regular_file, sha256_file
+from verifier.storage.gc.snapshot import sweep_path_error
 from verifier.storage.layout import (
     ALGORITHM,
     REPO_INTERNAL_DIRS,
@@ -418,9 +418,6 @@ def blob_sha256(
 # --- what garbage-collect's sweep meets beyond blobs/sha256 ---------------------------------
 
 
-# go-digest's algorithms the registry binary links in, and their hex lengths.
-_GO_ALGORITHMS = {"sha256": 64, "sha384": 96, "sha512": 128}
-_HEX = re.compile(r"[a-f0-9]+")
 
 
 def _other_algorithms(registry: RegistryStorage) -> tuple[dict[str, int], str | None]:
@@ -441,22 +438,13 @@ def _other_algorithms(registry: RegistryStorage) -> tuple[dict[str, int], str | 
             if "data" not in filenames:
                 continue
             rel = os.path.relpath(dirpath, root).split(os.sep)
-            hex_ = rel[-1]
-            size = _GO_ALGORITHMS.get(algo)
-            if (
-                len(rel) == 3
-                and size is not None
-                and len(hex_) == size
-                and _HEX.fullmatch(hex_)
-                and rel[1] == hex_[:2]
-            ):
+            why = sweep_path_error(rel)
+            if why is None:
                 try:
-                    others[f"{algo}:{hex_}"] = os.stat(os.path.join(dirpath, "data")).st_size
+                    others[f"{algo}:{rel[-1]}"] = os.stat(os.path.join(dirpath, "data")).st_size
                 except OSError:
                     continue
             elif error is None:
-                # go-digest's errors, as 2.8.2 prints them.
-                why = "invalid checksum digest format" if size else "unsupported digest algorithm"
                 error = f"{os.path.join(dirpath, 'data')}: {why}"
     return others, error
 
@@ -478,3 +466,27 @@ def read_sweep_listing(registry: RegistryStorage, blobs: BlobStore) -> SweepList
     other algorithms, and the first path that would stop it."""
     others, error = _other_algorithms(registry)
     return SweepListing(others, error or _sha256_sweep_error(blobs))
+
+
+class FilesystemReader:
+    """The `StorageReader` of a registry on a local filesystem: this module's functions."""
+
+    def list_blobs(self, registry: RegistryStorage, *, with_sizes: bool = False) -> BlobStore:
+        """`list_blobs`."""
+        return list_blobs(registry, with_sizes=with_sizes)
+
+    def iter_repositories(
+        self, registry: RegistryStorage, findings: list[Finding]
+    ) -> Iterator[RepoLinks]:
+        """`iter_repositories`."""
+        return iter_repositories(registry, findings)
+
+    def manifest_reader(
+        self, registry: RegistryStorage, limit: int, *, follow: bool = True
+    ) -> ManifestReader:
+        """`manifest_reader`."""
+        return manifest_reader(registry, limit, follow=follow)
+
+    def read_sweep_listing(self, registry: RegistryStorage, blobs: BlobStore) -> SweepListing:
+        """`read_sweep_listing`."""
+        return read_sweep_listing(registry, blobs)

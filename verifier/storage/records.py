@@ -12,10 +12,11 @@ filesystem reader stores local paths, an object-store reader stores what
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
+from typing import Protocol
 
 from verifier.model.findings import Finding, Report
 from verifier.model.manifest import DEFAULT_MAX_MANIFEST_BYTES
@@ -262,3 +263,29 @@ class RepositoryChecks:
     orphan_children: list[OrphanChild] = field(default_factory=list)
     #: `image_blob_missing` and `layer_link_missing` findings (also in `findings`)
     image_findings: list[Finding] = field(default_factory=list)
+
+
+class StorageReader(Protocol):
+    """What the scan and the GC preview read a registry through: the filesystem reader
+    (`verifier.storage.read.FilesystemReader`) or the object-store one
+    (`verifier.storage.objectread.ObjectStoreReader`); both fill the same records."""
+
+    def list_blobs(self, registry: RegistryStorage, *, with_sizes: bool = False) -> BlobStore:
+        """The registry's ``blobs/sha256`` store, listed once."""
+        ...
+
+    def iter_repositories(
+        self, registry: RegistryStorage, findings: list[Finding]
+    ) -> Iterator[RepoLinks]:
+        """Every repository, read, one at a time; problems on the way go to `findings`."""
+        ...
+
+    def manifest_reader(
+        self, registry: RegistryStorage, limit: int, *, follow: bool = True
+    ) -> ManifestReader:
+        """Reads a blob's data by digest, at most `limit` bytes."""
+        ...
+
+    def read_sweep_listing(self, registry: RegistryStorage, blobs: BlobStore) -> SweepListing:
+        """What garbage-collect's sweep meets besides the sha256 store."""
+        ...

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from verifier.errors import UsageError
 from verifier.model.findings import Finding, Kind, Report
 from verifier.storage.checks import (
     check_blob_digest,
@@ -18,13 +19,14 @@ from verifier.storage.checks import (
     symlink_finding,
 )
 from verifier.storage.layout import RegistryStorage, StorageLayout
-from verifier.storage.read import blob_sha256, iter_repositories, list_blobs, manifest_reader
+from verifier.storage.read import FilesystemReader, blob_sha256
 from verifier.storage.records import (
     BlobStore,
     BlobStoreState,
     ProgressFn,
     RegistryStats,
     ScanResult,
+    StorageReader,
     StorageScanOptions,
 )
 
@@ -53,16 +55,25 @@ def scan_storage(
     layout: StorageLayout,
     options: StorageScanOptions | None = None,
     progress: ProgressFn | None = None,
+    reader: StorageReader | None = None,
 ) -> ScanResult:
     """Scan every registry in `layout` and return findings; never changes anything.
+
+    `reader` reads the storage (default: the filesystem's; `ObjectStoreReader` for a bucket);
+    the checks are the same whichever reads. ``--verify-digests`` hashes local files only.
 
     Names in ``options.proxy_caches`` that match no registry here are ignored (the CLI checks
     them against the whole layout before ``--registry`` narrows it).
     """
     options = options or StorageScanOptions()
+    reader = reader or FilesystemReader()
+    if options.verify_digests and not isinstance(reader, FilesystemReader):
+        raise UsageError(
+            "--verify-digests reads every blob in full; it is available for local storage only"
+        )
     started = time.time()
     t0 = time.perf_counter()
-    report = Report(mode="fs-scan", target=str(layout.base), started_at=started)
+    report = Report(mode="fs-scan", target=layout.location, started_at=started)
     result = ScanResult(layout, report)
     report.notes.append(f"layout: {layout.describe()}")
     for name in layout.skipped_symlinks:
@@ -80,7 +91,7 @@ def scan_storage(
     stores: list[tuple[RegistryStorage, BlobStore]] = []
     for registry in layout.registries:
         is_proxy = any(registry.matches(p) for p in options.proxy_caches)
-        blobs = list_blobs(registry, with_sizes=options.verify_digests)
+        blobs = reader.list_blobs(registry, with_sizes=options.verify_digests)
         stats = RegistryStats(
             registry.name, blobs.state, blobs=len(blobs.present), proxy_cache=is_proxy
         )
@@ -93,8 +104,8 @@ def scan_storage(
                 f"reached through a symlink, followed as distribution follows them (first: "
                 f"{blobs.followed_symlinks[0]})"
             )
-        read = manifest_reader(registry, options.max_manifest_bytes)
-        for repo in iter_repositories(registry, findings):
+        read = reader.manifest_reader(registry, options.max_manifest_bytes)
+        for repo in reader.iter_repositories(registry, findings):
             stats.repositories += 1
             stats.layer_links += repo.layer_link_files
             stats.revision_links += len(repo.revisions)
@@ -156,11 +167,11 @@ def _fill_counters(result: ScanResult) -> None:
         c["tags"] += s.tags
         c["links"] += s.links
     report.extra["layout"] = str(result.layout.kind)
-    report.extra["base"] = str(result.layout.base)
+    report.extra["base"] = result.layout.location
     report.extra["registries"] = [
         {
             "name": s.name,
-            "path": str(r.root),
+            "path": r.location,
             "blob_store": str(s.blob_store),
             "proxy_cache": s.proxy_cache,
             "blobs": s.blobs,

@@ -181,3 +181,25 @@ def assemble_snapshot(
     return RegistrySnapshot(
         registry, blobs, gc_repos, others, findings, dict(sweep.other_blobs), sweep.sweep_error
     )
+
+
+# go-digest's algorithms the registry binary links in, and their hex lengths.
+_GO_ALGORITHMS = {"sha256": 64, "sha384": 96, "sha512": 128}
+_HEX = re.compile(r"[a-f0-9]+")
+
+
+def sweep_path_error(parts: list[str]) -> str | None:
+    """How ``blobStore.Enumerate`` takes a ``data`` file at ``blobs/<parts...>/data``
+    (``digestFromPath`` then ``Validate``): None for a valid digest (a sweep candidate), else
+    go-digest's error as 2.8.2 prints it (the enumeration, and the sweep, stop on it)."""
+    algo, hex_ = parts[0], parts[-1]
+    size = _GO_ALGORITHMS.get(algo)
+    if (
+        len(parts) == 3
+        and size is not None
+        and len(hex_) == size
+        and _HEX.fullmatch(hex_)
+        and parts[1] == hex_[:2]
+    ):
+        return None
+    return "invalid checksum digest format" if size else "unsupported digest algorithm"
