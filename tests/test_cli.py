@@ -212,7 +212,7 @@ def test_start_up_imports_only_what_the_http_commands_need() -> None:
     import subprocess
     import sys
 
-    lazy = ["aiohttp", "verifier.output.exporter", "verifier.storage.gc_preview",
+    lazy = ["aiohttp", "verifier.output.prometheus.exporter", "verifier.storage.gc_preview",
             "verifier.storage.repair", "verifier.storage.scan", "verifier.registry.transport"]
     probe = f"import sys, verifier.cli.main; print([m for m in {lazy!r} if m in sys.modules])"
     run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,

@@ -48,7 +48,7 @@ from tests.support.promtool import check_expressions, label_names, metric_names,
 from tests.support.registry import RegistryServer, blob_data_path, revision_link_path
 from tests.support.skopeo import skopeo_copy_all
 from tests.support.tokenserver import TokenServer
-from verifier.output.exporter import parse_duration
+from verifier.output.prometheus.exporter import parse_duration
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples" / "prometheus"

@@ -24,13 +24,13 @@ from tests.support.promtool import check_metrics, label_names, metric_names
 from tests.support.registry import RegistryServer, blob_data_path, revision_link_path
 from verifier.model.findings import Finding, ImageResult, ImageStatus, Kind, Report, Severity
 from verifier.output import Format, reporter_for
-from verifier.output.metrics_output import (
+from verifier.output.prometheus.destinations import (
     MetricsOutput,
     PushgatewayError,
     TextfileError,
     redact_url,
 )
-from verifier.output.prometheus import (
+from verifier.output.prometheus.metrics import (
     RUN_FAMILIES,
     Identity,
     render,
@@ -151,7 +151,7 @@ def test_broken_series_are_capped_and_the_rest_counted() -> None:
         line for line in render(report).splitlines(keepends=True)
     )
     assert value(text, "regverify_image_broken_truncated") == 0
-    from verifier.output.prometheus import exposition
+    from verifier.output.prometheus.metrics import exposition
 
     capped = exposition(report_families(report, identity, max_broken_series=3))
     # The first three in sorted order, so the same images stay listed from run to run.

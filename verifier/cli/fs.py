@@ -25,8 +25,8 @@ from verifier.cli.options import (
 from verifier.cli.runner import run_report
 from verifier.model.findings import Report
 from verifier.output import Format
-from verifier.output.metrics_output import DEFAULT_JOB, MetricsOutput
-from verifier.output.prometheus import DEFAULT_MAX_BROKEN_SERIES, Identity
+from verifier.output.prometheus.destinations import DEFAULT_JOB, MetricsOutput
+from verifier.output.prometheus.metrics import DEFAULT_MAX_BROKEN_SERIES, Identity
 from verifier.storage.defaults import DEFAULT_MAX_ORPHAN_SHARE
 from verifier.storage.layout import (
     StorageLayout,

@@ -29,7 +29,7 @@ from verifier.cli.options import (
 from verifier.cli.runner import run_report
 from verifier.model.findings import Report
 from verifier.output import Format
-from verifier.output.metrics_output import DEFAULT_JOB
+from verifier.output.prometheus.destinations import DEFAULT_JOB
 from verifier.storage.defaults import GcVersion
 from verifier.storage.layout import detect_layout, select_registries
 

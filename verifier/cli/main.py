@@ -41,8 +41,8 @@ from verifier.model.findings import Kind, Report
 from verifier.model.manifest import DEFAULT_MAX_MANIFEST_BYTES
 from verifier.model.reference import ImageReference, parse_reference, parse_registry
 from verifier.output import Format
-from verifier.output.metrics_output import DEFAULT_JOB, MetricsOutput
-from verifier.output.prometheus import DEFAULT_MAX_BROKEN_SERIES, Identity
+from verifier.output.prometheus.destinations import DEFAULT_JOB, MetricsOutput
+from verifier.output.prometheus.metrics import DEFAULT_MAX_BROKEN_SERIES, Identity
 from verifier.registry.auth import Credentials, docker_config_path, resolve_credentials
 from verifier.registry.client import ClientOptions
 from verifier.scan import Filters, ScanOptions, parse_shard, read_repos_file, verify_registry
@@ -452,7 +452,7 @@ def serve_command(
 ) -> None:
     """Exporter: scan on a schedule (first at start-up, never overlapping), serve /metrics."""
     # The exporter (an HTTP server, prometheus_client's collectors) only for this command.
-    from verifier.output.exporter import Exporter, parse_duration, parse_listen, serve
+    from verifier.output.prometheus.exporter import Exporter, parse_duration, parse_listen, serve
 
     try:
         registry, plain_http = split_scheme(registry, plain_http)
