@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from tests.support import cli
 from tests.support.registry import HarnessError, RegistryServer, find_registry_bin
 from tests.support.skopeo import skopeo_available
 
@@ -45,6 +46,12 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
             _missing(reason)
     if item.get_closest_marker("skopeo") is not None and not skopeo_available():
         _missing("skopeo is not installed (Debian package 'skopeo')")
+
+
+@pytest.fixture
+def run_cli() -> cli.RunCli:
+    """Run `regverify ARGS` (in-process; `subprocess=True` for a real process): a `CliResult`."""
+    return cli.run_cli
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,4 @@
-"""The command line: exit codes and one-line errors, via typer's CliRunner."""
+"""The command line: exit codes and one-line errors, in-process (the `run_cli` fixture)."""
 
 from __future__ import annotations
 
@@ -10,11 +10,10 @@ from pathlib import Path
 import httpx
 import pytest
 import respx
-from typer.testing import CliRunner
 
-from verifier.cli.main import app, build_run_options
+from tests.support.cli import RunCli
+from verifier.cli.main import build_run_options
 
-runner = CliRunner()
 HOST = "reg.test"
 
 
@@ -51,62 +50,61 @@ def _assert_one_line_error(stderr: str, *needles: str) -> None:
         ("", "empty"),
     ],
 )
-def test_bad_reference_is_exit_2_one_line(reference: str, needle: str) -> None:
-    result = runner.invoke(app, ["image", reference])
+def test_bad_reference_is_exit_2_one_line(reference: str, needle: str, run_cli: RunCli) -> None:
+    result = run_cli("image", reference)
     assert result.exit_code == 2
     assert result.stdout == ""
     _assert_one_line_error(result.stderr, needle)
 
 
-def test_unknown_option_is_exit_2() -> None:
-    result = runner.invoke(app, ["image", "reg.test/app:v1", "--bogus"])
+def test_unknown_option_is_exit_2(run_cli: RunCli) -> None:
+    result = run_cli("image", "reg.test/app:v1", "--bogus")
     assert result.exit_code == 2
     assert "--bogus" in result.stderr
     assert "Traceback" not in result.stderr
 
 
-def test_unknown_command_and_bad_values_are_exit_2() -> None:
+def test_unknown_command_and_bad_values_are_exit_2(run_cli: RunCli) -> None:
     for args in (["frobnicate"],
                  ["image", "reg.test/app", "--format", "yaml"],
                  ["image", "reg.test/app", "--retries", "-1"],
                  ["image", "reg.test/app", "--concurrency", "0"],
                  ["image"]):
-        result = runner.invoke(app, args)
+        result = run_cli(*args)
         assert result.exit_code == 2, (args, result.output)
         assert "Traceback" not in result.output
 
 
-def test_unreachable_registry_is_exit_3() -> None:
-    result = runner.invoke(app, ["image", "127.0.0.1:1/app:v1", "--plain-http", "--retries", "0",
-                                 "--format", "json"])
+def test_unreachable_registry_is_exit_3(run_cli: RunCli) -> None:
+    result = run_cli("image", "127.0.0.1:1/app:v1", "--plain-http", "--retries", "0",
+                     "--format", "json")
     assert result.exit_code == 3
     assert result.stdout == ""
     _assert_one_line_error(result.stderr, "127.0.0.1:1", "unreachable")
 
 
-def test_password_stdin_without_username_is_exit_2() -> None:
-    result = runner.invoke(app, ["image", "reg.test/app", "--password-stdin"], input="pw\n")
+def test_password_stdin_without_username_is_exit_2(run_cli: RunCli) -> None:
+    result = run_cli("image", "reg.test/app", "--password-stdin", input="pw\n")
     assert result.exit_code == 2
     _assert_one_line_error(result.stderr, "--password-stdin", "--username")
 
 
-def test_password_stdin_with_nothing_on_stdin_is_exit_2() -> None:
-    result = runner.invoke(app, ["image", "reg.test/app", "-u", "alice", "--password-stdin"],
-                           input="")
+def test_password_stdin_with_nothing_on_stdin_is_exit_2(run_cli: RunCli) -> None:
+    result = run_cli("image", "reg.test/app", "-u", "alice", "--password-stdin", input="")
     assert result.exit_code == 2
     _assert_one_line_error(result.stderr, "standard input")
 
 
-def test_missing_ca_cert_is_exit_2(tmp_path: Path) -> None:
+def test_missing_ca_cert_is_exit_2(tmp_path: Path, run_cli: RunCli) -> None:
     missing = tmp_path / "nope.pem"
-    result = runner.invoke(app, ["image", "reg.test/app", "--ca-cert", str(missing)])
+    result = run_cli("image", "reg.test/app", "--ca-cert", str(missing))
     assert result.exit_code == 2
     _assert_one_line_error(result.stderr, "--ca-cert", str(missing))
 
 
-def test_unreadable_docker_config_is_exit_2(_isolated_credentials: Path) -> None:
+def test_unreadable_docker_config_is_exit_2(_isolated_credentials: Path, run_cli: RunCli) -> None:
     (_isolated_credentials / "config.json").write_text("{not json")
-    result = runner.invoke(app, ["image", "reg.test/app"])
+    result = run_cli("image", "reg.test/app")
     assert result.exit_code == 2
     _assert_one_line_error(result.stderr, "docker config")
 
@@ -155,12 +153,12 @@ def _registry(blobs: dict[str, bytes]) -> respx.MockRouter:
     return router
 
 
-def test_healthy_image_is_exit_0_with_json_report(tmp_path: Path) -> None:
+def test_healthy_image_is_exit_0_with_json_report(tmp_path: Path, run_cli: RunCli) -> None:
     out = tmp_path / "report.json"
     blobs = {_digest(CONFIG): CONFIG, _digest(LAYER): LAYER}
     with _registry(blobs):
-        result = runner.invoke(app, ["image", f"{HOST}/app:v1", "--plain-http", "--format",
-                                     "json", "--output", str(out)])
+        result = run_cli("image", f"{HOST}/app:v1", "--plain-http", "--format", "json",
+                         "--output", str(out))
     assert result.exit_code == 0, result.stderr
     doc = json.loads(out.read_text())
     assert doc["exit_code"] == 0
@@ -169,9 +167,9 @@ def test_healthy_image_is_exit_0_with_json_report(tmp_path: Path) -> None:
                               "digest": _digest(MANIFEST), "status": "ok"}]
 
 
-def test_missing_layer_is_exit_1_with_human_report() -> None:
+def test_missing_layer_is_exit_1_with_human_report(run_cli: RunCli) -> None:
     with _registry({_digest(CONFIG): CONFIG}):
-        result = runner.invoke(app, ["image", f"{HOST}/app:v1", "--plain-http"])
+        result = run_cli("image", f"{HOST}/app:v1", "--plain-http")
     assert result.exit_code == 1, result.stderr
     assert "blob_missing" in result.stdout
     assert result.stdout.splitlines()[-1].startswith("DEFECTS FOUND:")
@@ -190,19 +188,19 @@ def test_docker_hub_credentials_are_found_for_the_api_host(_isolated_credentials
     assert options.credentials.username == "hub-user"
 
 
-def test_password_from_stdin_is_never_echoed() -> None:
-    result = runner.invoke(app, ["image", "127.0.0.1:1/app", "--plain-http", "--retries", "0",
-                                 "-u", "alice", "--password-stdin"], input="hunter2-secret\n")
+def test_password_from_stdin_is_never_echoed(run_cli: RunCli) -> None:
+    result = run_cli("image", "127.0.0.1:1/app", "--plain-http", "--retries", "0", "-u", "alice",
+                     "--password-stdin", input="hunter2-secret\n")
     assert result.exit_code == 3
     assert "hunter2-secret" not in result.output
 
 
-def test_filesystem_commands_are_mounted_on_the_real_app() -> None:
+def test_filesystem_commands_are_mounted_on_the_real_app(run_cli: RunCli) -> None:
     """`regverify fs scan|fix|restore|gc-preview` reach their commands through verifier.cli.main."""
     from verifier.cli.main import app as real_app
 
     for command in ("scan", "fix", "restore", "gc-preview"):
-        result = CliRunner().invoke(real_app, ["fs", command, "--help"])
+        result = run_cli("fs", command, "--help", app=real_app)
         assert result.exit_code == 0, (command, result.output)
 
 
@@ -212,7 +210,7 @@ def test_start_up_imports_only_what_the_http_commands_need() -> None:
     import subprocess
     import sys
 
-    lazy = ["aiohttp", "verifier.output.exporter", "verifier.storage.gc_preview",
+    lazy = ["aiohttp", "verifier.output.prometheus.exporter", "verifier.storage.gc_preview",
             "verifier.storage.repair", "verifier.storage.scan", "verifier.registry.transport"]
     probe = f"import sys, verifier.cli.main; print([m for m in {lazy!r} if m in sys.modules])"
     run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,

@@ -23,8 +23,14 @@ from tests.support.registry import RegistryServer, blob_data_path
 from tests.test_prometheus import broken_images, samples, scan_report, value
 from verifier.errors import RegistryUnreachable, UsageError
 from verifier.model.findings import Finding, Kind, Report, Severity
-from verifier.output.exporter import Exporter, ScanState, bind, parse_duration, parse_listen
-from verifier.output.prometheus import Identity, exposition
+from verifier.output.prometheus.exporter import (
+    Exporter,
+    ScanState,
+    bind,
+    parse_duration,
+    parse_listen,
+)
+from verifier.output.prometheus.metrics import Identity, exposition
 
 IDENTITY = Identity("reg.example.com", "scan")
 

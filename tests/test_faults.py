@@ -11,11 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
-import json
-import os
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,42 +19,20 @@ from typing import Any
 
 import httpx
 import pytest
-from typer.testing import CliRunner
 
+from tests.support.cli import run_cli
 from tests.support.faultproxy import FAULTS, FaultPlan, FaultProxy, describe, run_proxy_requests
 from tests.support.images import make_layer, push_image, push_index
 from tests.support.registry import RegistryServer, blob_data_path, revision_link_path
-from verifier.cli.main import app
 from verifier.errors import RegistryUnreachable
 from verifier.registry import client as client_module
 from verifier.registry.client import ClientOptions, RegistryClient, RequestFailed, parse_retry_after
 
-_PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
-
-
-def regverify(*args: str, timeout: float = 120) -> tuple[int, str, str]:
-    """The real CLI in a subprocess: exit code, stdout, stderr (never a traceback)."""
-    env = {k: v for k, v in os.environ.items() if k not in _PROXY_VARS}
-    proc = subprocess.run([sys.executable, "-m", "verifier", *args], capture_output=True,
-                          text=True, timeout=timeout, env=env)
-    assert "Traceback" not in proc.stderr, proc.stderr
-    return proc.returncode, proc.stdout, proc.stderr
-
-
-def regverify_in_process(*args: str) -> tuple[int, str, str]:
-    """The CLI in-process: exit code, stdout, stderr (never a traceback)."""
-    result = CliRunner().invoke(app, list(args))
-    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
-    assert "Traceback" not in result.stderr, result.stderr
-    return result.exit_code, result.stdout, result.stderr
-
 
 def scan(host: str, *args: str) -> tuple[int, dict[str, Any]]:
     """`regverify scan HOST --plain-http --format json ARGS`, in-process -> exit code, report."""
-    result = CliRunner().invoke(app, ["scan", host, "--plain-http", "--format", "json", *args])
-    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
-    assert "Traceback" not in result.stderr and result.stdout.strip(), result.stderr
-    doc: dict[str, Any] = json.loads(result.stdout)
+    result = run_cli("scan", host, "--plain-http", "--format", "json", *args, no_traceback=True)
+    doc: dict[str, Any] = result.json()
     return result.exit_code, doc
 
 
@@ -195,11 +169,11 @@ def test_faults_outlasting_the_retries_are_errors_never_defects(
     plan = FaultPlan(seed=0, rate=1.0, faults=(fault,), max_streak=10**6,
                      retry_after_seconds=(0,))
     with FaultProxy(damaged.server.url, plan) as proxy:
-        code, out, err = regverify_in_process("scan", proxy.host, "--plain-http", "--format",
-                                              "json", "--retries", "1")
-    assert code == 3
-    assert "unreachable" in err and err.count("\n") == 1, err
-    assert out == ""  # no report, so no image can be called broken
+        run = run_cli("scan", proxy.host, "--plain-http", "--format", "json", "--retries", "1",
+                      no_traceback=True)
+    assert run.exit_code == 3
+    assert "unreachable" in run.stderr and run.stderr.count("\n") == 1, run.stderr
+    assert run.stdout == ""  # no report, so no image can be called broken
 
 
 @pytest.mark.registry
@@ -249,10 +223,12 @@ def test_registry_gone_entirely(damaged: Damaged) -> None:
         for command in (["scan", dead], ["image", f"{dead}/app/web:v1"],
                         ["scan", bad_gateway.host], ["image", f"{resets.host}/app/web:v1"]):
             # The first in a real process, as CI runs it; the others in-process.
-            run = regverify if command[0] == "scan" and command[1] == dead else regverify_in_process
-            code, out, err = run(*command, "--plain-http", "--format", "json", "--retries", "1")
-            assert code == 3, (command, err)
-            assert out == ""
+            real = command[0] == "scan" and command[1] == dead
+            run = run_cli(*command, "--plain-http", "--format", "json", "--retries", "1",
+                          subprocess=real, no_traceback=True)
+            err = run.stderr
+            assert run.exit_code == 3, (command, err)
+            assert run.stdout == ""
             assert err.startswith("regverify: error: registry ") and "unreachable" in err
             assert err.count("\n") == 1
 

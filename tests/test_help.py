@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 from typer.main import get_command
-from typer.testing import CliRunner
 
+from tests.support.cli import run_cli
 from verifier import __version__
 from verifier.cli.main import app
 from verifier.cli.plugin import SETTINGS
@@ -44,8 +44,8 @@ def commands() -> list[list[str]]:
 
 def render(path: list[str]) -> str:
     """`regverify PATH --help`, exactly as printed on a terminal of 80 columns or more."""
-    result = CliRunner().invoke(app, [*path, "--help"], prog_name="regverify",
-                                terminal_width=WIDTH, max_content_width=WIDTH)
+    result = run_cli(*path, "--help", prog_name="regverify", terminal_width=WIDTH,
+                     max_content_width=WIDTH)
     assert result.exit_code == 0, result.output
     return result.output
 
@@ -109,7 +109,7 @@ def test_help_shows_flags_bare_and_every_default(path: list[str]) -> None:
 
 
 def test_version() -> None:
-    result = CliRunner().invoke(app, ["--version"])
+    result = run_cli("--version")
     assert result.exit_code == 0
     assert result.output == f"regverify {__version__}\n"
 
@@ -123,7 +123,7 @@ def test_plugin_help_lists_every_setting_with_its_meaning() -> None:
 
 
 def test_boolean_flags_take_no_value() -> None:
-    result = CliRunner().invoke(app, ["image", "r.example.com/a:1", "--plain-http", "true"])
+    result = run_cli("image", "r.example.com/a:1", "--plain-http", "true")
     assert result.exit_code == 2  # "true" is an extra argument, as the help implies
 
 

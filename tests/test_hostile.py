@@ -11,22 +11,18 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
 import pytest
-from typer.testing import CliRunner
 
+from tests.support.cli import run_cli
 from tests.support.faultproxy import Exchange, LoopbackHTTPServer
 from tests.support.images import push_image
 from tests.support.registry import RegistryServer, blob_data_path
 from tests.support.skopeo import skopeo_copy_all
-from verifier.cli.main import app
 from verifier.registry.client import ClientOptions
 from verifier.scan import ScanOptions, verify_registry
 from verifier.verify import RunOptions
@@ -35,7 +31,6 @@ OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 LAYER_TYPE = "application/vnd.oci.image.layer.v1.tar+gzip"
-_PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
 
 Route = Callable[[Exchange], Awaitable[None]]
 
@@ -118,31 +113,19 @@ def hostile() -> Iterator[HostileRegistry]:
         yield server
 
 
-def run_cli(*args: str) -> tuple[int, dict[str, Any] | None, str]:
-    """The CLI in-process with `--format json`: exit code, report (None if none), stderr."""
-    result = CliRunner().invoke(app, [*args, "--format", "json"])
-    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
-    assert "Traceback" not in result.stderr
-    doc = json.loads(result.stdout) if result.stdout.strip() else None
-    return result.exit_code, doc, result.stderr
-
-
-def run_subprocess(*args: str, timeout: float = 30) -> tuple[int, dict[str, Any] | None, str]:
-    """The CLI in a subprocess, killed if it hangs (which fails the test)."""
-    env = {k: v for k, v in os.environ.items() if k not in _PROXY_VARS}
-    try:
-        proc = subprocess.run([sys.executable, "-m", "verifier", *args, "--format", "json"],
-                              capture_output=True, text=True, timeout=timeout, env=env)
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"regverify hung: {args}")
-    assert "Traceback" not in proc.stderr, proc.stderr
-    return proc.returncode, json.loads(proc.stdout) if proc.stdout.strip() else None, proc.stderr
+def json_run(*args: str, subprocess: bool = False,
+             timeout: float = 30) -> tuple[int, dict[str, Any] | None, str]:
+    """`regverify ARGS --format json` (a subprocess is killed if it hangs, failing the test):
+    exit code, report (None if none), stderr."""
+    run = run_cli(*args, "--format", "json", subprocess=subprocess, timeout=timeout,
+                  no_traceback=True)
+    return run.exit_code, run.json() if run.stdout.strip() else None, run.stderr
 
 
 def image(server: LoopbackHTTPServer, ref: str, *extra: str) -> tuple[int, dict[str, Any]]:
     """`regverify image` against the hostile registry; the report must exist."""
-    code, doc, err = run_cli("image", f"{server.host}/{ref}", "--plain-http", "--retries", "1",
-                             "--timeout", "2", *extra)
+    code, doc, err = json_run("image", f"{server.host}/{ref}", "--plain-http", "--retries", "1",
+                              "--timeout", "2", *extra)
     assert doc is not None, err
     return code, doc
 
@@ -327,8 +310,8 @@ def _json_route(doc: Any, link: str | None = None) -> Route:
 
 def scan_cli(server: LoopbackHTTPServer, *extra: str) -> tuple[int, dict[str, Any]]:
     """`regverify scan` in-process against a loopback server."""
-    code, doc, err = run_cli("scan", server.host, "--plain-http", "--retries", "1",
-                             "--timeout", "2", *extra)
+    code, doc, err = json_run("scan", server.host, "--plain-http", "--retries", "1",
+                              "--timeout", "2", *extra)
     assert doc is not None, err
     return code, doc
 
@@ -458,8 +441,8 @@ def test_servers_that_never_finish_cannot_hang_us(
     for name, behaviour in _NEVER_FINISHING.items():
         hostile.routes[f"/v2/{name}/tags/list"] = _json_route({"name": name, "tags": ["v1"]})
         hostile.routes[f"/v2/{name}/manifests/v1"] = behaviour
-    code, doc, err = run_subprocess("scan", hostile.host, "--plain-http", "--retries", "1",
-                                    *limit)
+    code, doc, err = json_run("scan", hostile.host, "--plain-http", "--retries", "1",
+                              *limit, subprocess=True)
     assert code == 3, err
     assert doc is not None and kinds(doc) == {"request_failed"}
     assert {i["repository"]: i["status"] for i in doc["images"]} == {
@@ -478,8 +461,8 @@ def test_a_blob_that_trickles_under_deep_cannot_hang_us(hostile: HostileRegistry
 
     hostile.manifest("/v2/slow/manifests/v1", dump(image_manifest()))
     hostile.routes[f"/v2/slow/blobs/{sha(LAYER)}"] = trickle_blob
-    code, doc, _ = run_subprocess("image", f"{hostile.host}/slow:v1", "--plain-http", "--deep",
-                                  "--retries", "0", "--timeout", "1")
+    code, doc, _ = json_run("image", f"{hostile.host}/slow:v1", "--plain-http", "--deep",
+                            "--retries", "0", "--timeout", "1", subprocess=True)
     assert code == 3 and kinds(doc or {"findings": []}) == {"request_failed"}
 
 
@@ -539,8 +522,8 @@ def test_hostile_auth_challenges(hostile: HostileRegistry, challenge: str) -> No
         await exchange.respond(401, b"{}", [("WWW-Authenticate", challenge)])
 
     hostile.routes["/v2/app/manifests/v1"] = unauthorized
-    code, doc, err = run_cli("image", f"{hostile.host}/app:v1", "--plain-http", "--retries", "0",
-                             "--timeout", "2")
+    code, doc, err = json_run("image", f"{hostile.host}/app:v1", "--plain-http", "--retries", "0",
+                              "--timeout", "2")
     assert code == 3, (doc, err)
     if doc is None:
         assert err.count("\n") == 1 and err.startswith("regverify: error:")
@@ -561,7 +544,7 @@ def test_hostile_auth_challenges(hostile: HostileRegistry, challenge: str) -> No
     "127.0.0.1:5000/app@sha256:" + "A" * 64,
 ], ids=lambda ref: repr(ref[:40]))
 def test_bad_references_are_one_line_usage_errors(ref: str) -> None:
-    code, doc, err = run_cli("image", ref, "--plain-http")
+    code, doc, err = json_run("image", ref, "--plain-http")
     assert code == 2, err
     assert doc is None
     assert err.startswith("regverify: error: invalid ") and err.count("\n") == 1
@@ -569,7 +552,7 @@ def test_bad_references_are_one_line_usage_errors(ref: str) -> None:
 
 @pytest.mark.parametrize("registry", ["not a host", "http://", "a/b", "127.0.0.1:70000", ""])
 def test_bad_registries_are_one_line_usage_errors(registry: str) -> None:
-    code, doc, err = run_cli("scan", registry, "--plain-http")
+    code, doc, err = json_run("scan", registry, "--plain-http")
     assert code == 2 and doc is None
     assert err.startswith("regverify: error: invalid ") and err.count("\n") == 1
 
@@ -594,8 +577,8 @@ def test_manifest_edited_on_disk(registry: RegistryServer, tmp_path: Path, edit:
         data = b"\x00garbage" * 10
     path.write_bytes(data)
     for ref in ("app/web:v1", f"app/web@{pushed.digest}"):
-        code, doc, err = run_subprocess("image", f"{registry.host}/{ref}", "--plain-http",
-                                        "--retries", "1")
+        code, doc, err = json_run("image", f"{registry.host}/{ref}", "--plain-http",
+                                  "--retries", "1", subprocess=True)
         assert doc is not None, err
         if edit == "garbage":
             # distribution cannot parse what it stored and answers 500: we cannot tell more.

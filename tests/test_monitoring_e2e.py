@@ -13,7 +13,6 @@ from __future__ import annotations
 import configparser
 import json
 import math
-import os
 import re
 import subprocess
 import sys
@@ -28,6 +27,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.support.cli import run_cli
 from tests.support.images import push_image, push_index
 from tests.support.monitoring_stack import (
     INTERVAL,
@@ -48,7 +48,7 @@ from tests.support.promtool import check_expressions, label_names, metric_names,
 from tests.support.registry import RegistryServer, blob_data_path, revision_link_path
 from tests.support.skopeo import skopeo_copy_all
 from tests.support.tokenserver import TokenServer
-from verifier.output.exporter import parse_duration
+from verifier.output.prometheus.exporter import parse_duration
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples" / "prometheus"
@@ -63,14 +63,7 @@ ALERT_TIMEOUT = 40.0
 pytestmark = pytest.mark.registry
 
 
-# --- the probe ---------------------------------------------------------------------------------
-
-
-def regverify(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """The real CLI in a subprocess, never through an ambient proxy."""
-    return subprocess.run([sys.executable, "-m", "verifier", *args], capture_output=True,
-                          text=True, timeout=60, check=False,
-                          env={**os.environ, "NO_PROXY": "127.0.0.1", **(env or {})})
+# --- the probe (one run: tests.support.cli.run_cli) ---------------------------------------------
 
 
 class Serve(Service):
@@ -249,9 +242,9 @@ def test_pushgateway_probe_stops_and_goes_stale(registry: RegistryServer, stack:
     # The probe runs like a CronJob would, twice, each run a fresh process.
     last_run = 0.0
     for _ in range(2):
-        run = regverify("scan", registry.host, "--plain-http", "--retries", "0",
-                        "--pushgateway", gateway.url, "--format", "json")
-        assert run.returncode == 0, run.stderr
+        run = run_cli("scan", registry.host, "--plain-http", "--retries", "0",
+                      "--pushgateway", gateway.url, "--format", "json", subprocess=True)
+        assert run.exit_code == 0, run.stderr
         newer = f"regverify_last_run_timestamp_seconds{selector} > {last_run}"
         [sample] = wait_until(lambda q=newer: prometheus.query(q), ALERT_TIMEOUT,
                               "the pushed run scraped", stack.diagnose)
@@ -310,10 +303,11 @@ def test_refused_catalog_alerts(registry_bin: str, stack: Stack, tmp_path: Path)
             refused = client.get(f"{server.url}/v2/_catalog",
                                  headers={"Authorization": f"Bearer {token}"})
         assert refused.status_code == 401
-        run = regverify("scan", server.host, "--plain-http", "--retries", "0",
-                        "--pushgateway", gateway.url, "--format", "json",
-                        env={"REGVERIFY_USERNAME": "probe", "REGVERIFY_PASSWORD": "probe-secret"})
-        assert run.returncode == 3, (run.stdout, run.stderr)
+        run = run_cli("scan", server.host, "--plain-http", "--retries", "0",
+                      "--pushgateway", gateway.url, "--format", "json",
+                      env={"REGVERIFY_USERNAME": "probe", "REGVERIFY_PASSWORD": "probe-secret"},
+                      subprocess=True)
+        assert run.exit_code == 3, (run.stdout, run.stderr)
         assert "catalog" in run.stdout
 
         alert = await_alert(stack, alertmanager, "RegistryCatalogInaccessible",
@@ -343,8 +337,9 @@ def test_fs_scan_textfile_orphan_index_child_alerts(registry: RegistryServer, st
     storage = str(registry.root)
     selector = f'{{registry="{storage}",mode="fs-scan"}}'
 
-    clean = regverify("fs", "scan", storage, "--textfile", str(textfile), "--format", "json")
-    assert clean.returncode == 0, clean.stderr
+    clean = run_cli("fs", "scan", storage, "--textfile", str(textfile), "--format", "json",
+                    subprocess=True)
+    assert clean.exit_code == 0, clean.stderr
     wait_until(lambda: prometheus.query(f"regverify_fs_orphan_index_children{selector} == 0"),
                ALERT_TIMEOUT, "the clean fs scan scraped", stack.diagnose)
     quiet_for(prometheus, alertmanager, "RegistryStorageDamage", time.time(), 4)
@@ -352,8 +347,9 @@ def test_fs_scan_textfile_orphan_index_child_alerts(registry: RegistryServer, st
     # What `garbage-collect --delete-untagged` does to a tagged index: the child's revision
     # link goes, the index still answers 200.
     revision_link_path(registry.v2, "multi/tool", index.children[0].digest).unlink()
-    damaged = regverify("fs", "scan", storage, "--textfile", str(textfile), "--format", "json")
-    assert damaged.returncode == 1, damaged.stderr
+    damaged = run_cli("fs", "scan", storage, "--textfile", str(textfile), "--format", "json",
+                      subprocess=True)
+    assert damaged.exit_code == 1, damaged.stderr
     alert = await_alert(stack, alertmanager, "RegistryStorageDamage",
                         lambda a: a["labels"].get("registry") == storage)
     notes = alert["annotations"]
@@ -406,18 +402,18 @@ def real_run_names(registry: RegistryServer, tmp_path: Path) -> set[str]:
     revision_link_path(registry.v2, "multi/tool", index.children[0].digest).unlink()
     registry.restart()
     names: set[str] = set()
-    scan = regverify("scan", registry.host, "--plain-http", "--retries", "0", "--format",
-                     "prometheus")
+    scan = run_cli("scan", registry.host, "--plain-http", "--retries", "0", "--format",
+                   "prometheus", subprocess=True)
     # A sharded scan carries `shard`, which the staleness alert keeps apart.
-    shard = regverify("scan", registry.host, "--plain-http", "--retries", "0", "--shard", "0/2",
-                      "--format", "prometheus")
-    image = regverify("image", f"{registry.host}/app/web:v1", "--plain-http", "--retries", "0",
-                      "--format", "prometheus")
+    shard = run_cli("scan", registry.host, "--plain-http", "--retries", "0", "--shard", "0/2",
+                    "--format", "prometheus", subprocess=True)
+    image = run_cli("image", f"{registry.host}/app/web:v1", "--plain-http", "--retries", "0",
+                    "--format", "prometheus", subprocess=True)
     textfile = tmp_path / "fs.prom"
-    fs = regverify("fs", "scan", str(registry.root), "--textfile", str(textfile))
-    assert (scan.returncode, image.returncode, fs.returncode) == (1, 1, 1), (scan.stderr,
+    fs = run_cli("fs", "scan", str(registry.root), "--textfile", str(textfile), subprocess=True)
+    assert (scan.exit_code, image.exit_code, fs.exit_code) == (1, 1, 1), (scan.stderr,
                                                                             fs.stderr)
-    assert shard.returncode in (0, 1), shard.stderr
+    assert shard.exit_code in (0, 1), shard.stderr
     names |= emitted_names(scan.stdout) | emitted_names(image.stdout)
     names |= emitted_names(shard.stdout)
     names |= emitted_names(textfile.read_text())

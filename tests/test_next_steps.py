@@ -2,24 +2,15 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.support.cli import run_cli
 from tests.support.images import push_image
 from tests.support.registry import RegistryServer, blob_data_path
 from tests.test_storage_synthetic import SyntheticStore
 from tests.test_verify import HTPASSWD_LINE, PASSWORD
-
-
-def regverify(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """The installed CLI in a child process, with no credentials but those given in `env`."""
-    base = {k: v for k, v in os.environ.items() if not k.startswith("REGVERIFY_")}
-    return subprocess.run([sys.executable, "-m", "verifier", *args], capture_output=True,
-                          text=True, timeout=120, check=False, env={**base, **(env or {})})
 
 
 def steps(stdout: str) -> str:
@@ -32,8 +23,8 @@ def steps(stdout: str) -> str:
 def test_a_broken_layer_points_to_fs_scan_and_the_runbook(registry: RegistryServer) -> None:
     image = push_image(registry, "team/api", "1.0")
     blob_data_path(registry.v2, image.layers[0].digest).unlink()
-    run = regverify("image", f"{registry.host}/team/api:1.0", "--plain-http")
-    assert run.returncode == 1, run.stderr
+    run = run_cli("image", f"{registry.host}/team/api:1.0", "--plain-http", subprocess=True)
+    assert run.exit_code == 1, run.stderr
     told = steps(run.stdout)
     assert "blob_unreadable (1): the blob's data file is gone while the registry's" in told
     assert "`regverify fs scan STORAGE-ROOT`" in told and "docs/runbook.md" in told
@@ -53,25 +44,26 @@ def test_auth_failed_says_whether_credentials_were_sent(tmp_path: Path,
         config = tmp_path / "docker-config"
         config.mkdir()
         env = {"DOCKER_CONFIG": str(config)}
-        anonymous = regverify("image", ref, "--plain-http", "--retries", "0", env=env)
-        assert anonymous.returncode == 3, anonymous.stdout + anonymous.stderr
+        anonymous = run_cli("image", ref, "--plain-http", "--retries", "0", env=env,
+                            subprocess=True)
+        assert anonymous.exit_code == 3, anonymous.stdout + anonymous.stderr
         told = steps(anonymous.stdout)
         assert f"no credentials were sent to {server.host}" in told
         assert "REGVERIFY_USERNAME and REGVERIFY_PASSWORD" in told and "config.json" in told
         assert "fs scan" not in told
 
-        wrong = regverify("image", ref, "--plain-http", "--retries", "0",
-                          env={**env, "REGVERIFY_USERNAME": "tester",
-                               "REGVERIFY_PASSWORD": "wrong"})
-        assert wrong.returncode == 3, wrong.stdout + wrong.stderr
+        wrong = run_cli("image", ref, "--plain-http", "--retries", "0",
+                        env={**env, "REGVERIFY_USERNAME": "tester",
+                             "REGVERIFY_PASSWORD": "wrong"}, subprocess=True)
+        assert wrong.exit_code == 3, wrong.stdout + wrong.stderr
         told = steps(wrong.stdout)
         assert (f"credentials for user 'tester' were sent to {server.host} (from "
                 "REGVERIFY_USERNAME and REGVERIFY_PASSWORD) and refused") in told
         assert "wrong" not in wrong.stdout + wrong.stderr  # the password is never shown
 
-        right = regverify("image", ref, "--plain-http", env={
-            **env, "REGVERIFY_USERNAME": "tester", "REGVERIFY_PASSWORD": PASSWORD})
-        assert right.returncode == 0 and "what to do next" not in right.stdout
+        right = run_cli("image", ref, "--plain-http", env={
+            **env, "REGVERIFY_USERNAME": "tester", "REGVERIFY_PASSWORD": PASSWORD}, subprocess=True)
+        assert right.exit_code == 0 and "what to do next" not in right.stdout
     finally:
         server.stop()
 
@@ -83,16 +75,16 @@ def test_fs_restore_says_what_it_put_back(tmp_path: Path) -> None:
     image = store.image("app/web", "v1")
     store.data_path(image.layers[0]).unlink()
     quarantine = tmp_path / "quarantine"
-    fixed = regverify("fs", "fix", str(store.root), "--quarantine", str(quarantine))
+    fixed = run_cli("fs", "fix", str(store.root), "--quarantine", str(quarantine), subprocess=True)
     # The orphan link is quarantined, but app/web:v1 still lacks its layer: fix says so (exit 1).
-    assert fixed.returncode == 1, fixed.stdout + fixed.stderr
+    assert fixed.exit_code == 1, fixed.stdout + fixed.stderr
     assert "still broken: 1 tag(s)" in fixed.stdout and "app/web:v1" in fixed.stdout
     [run_dir] = [p for p in quarantine.iterdir() if p.is_dir()]
-    restored = regverify("fs", "restore", str(run_dir))
-    assert restored.returncode == 0, restored.stdout + restored.stderr
+    restored = run_cli("fs", "restore", str(run_dir), subprocess=True)
+    assert restored.exit_code == 0, restored.stdout + restored.stderr
     lines = restored.stdout.splitlines()
     assert lines[0] == "restored:"
     assert lines[1].strip().endswith(f"_layers/sha256/{image.layers[0][7:]}/link")
     assert "1 put back" in lines[-1]
-    again = regverify("fs", "restore", str(run_dir))
+    again = run_cli("fs", "restore", str(run_dir), subprocess=True)
     assert "0 put back" in again.stdout and "1 restored by an earlier run" in again.stdout

@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.support.cli import run_cli
 from tests.support.images import push_image
 from tests.support.promtool import check_metrics
 from tests.support.registry import RegistryServer, blob_data_path
@@ -157,14 +155,6 @@ def test_merge_reports() -> None:
 # --- the real registry ---------------------------------------------------------------------------
 
 
-def plugin(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    """`regverify plugin` with exactly these PLUGIN_* variables (and no ambient credentials)."""
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("PLUGIN_", "REGVERIFY_"))}
-    return subprocess.run([sys.executable, "-m", "verifier", "plugin", *args],
-                          capture_output=True, text=True, timeout=120, check=False,
-                          env={**base, **env})
-
-
 @pytest.fixture
 def images(registry: RegistryServer) -> dict[str, str]:
     """A healthy and a broken image (layer data deleted, registry restarted)."""
@@ -177,9 +167,10 @@ def images(registry: RegistryServer) -> dict[str, str]:
 
 @pytest.mark.registry
 def test_plugin_healthy_image_exit_0(images: dict[str, str], tmp_path: Path) -> None:
-    run = plugin({"PLUGIN_IMAGE": images["healthy"], "PLUGIN_PLAIN_HTTP": "true",
-                  "PLUGIN_FORMAT": "json", "DOCKER_CONFIG": str(tmp_path)})
-    assert run.returncode == 0, run.stderr
+    run = run_cli("plugin", env={"PLUGIN_IMAGE": images["healthy"], "PLUGIN_PLAIN_HTTP": "true",
+                                 "PLUGIN_FORMAT": "json", "DOCKER_CONFIG": str(tmp_path)},
+                  subprocess=True)
+    assert run.exit_code == 0, run.stderr
     report = json.loads(run.stdout)
     assert [i["status"] for i in report["images"]] == ["ok"]
 
@@ -188,11 +179,12 @@ def test_plugin_healthy_image_exit_0(images: dict[str, str], tmp_path: Path) -> 
 def test_plugin_broken_image_exit_1_with_metrics(images: dict[str, str], tmp_path: Path,
                                                  registry: RegistryServer) -> None:
     textfile = tmp_path / "ci.prom"
-    run = plugin({"PLUGIN_IMAGE": f"{images['healthy']},{images['broken']}",
-                  "PLUGIN_PLAIN_HTTP": "true", "PLUGIN_FORMAT": "json", "PLUGIN_SETTLE": "0",
-                  "PLUGIN_RETRIES": "0", "PLUGIN_TEXTFILE": str(textfile),
-                  "DOCKER_CONFIG": str(tmp_path)})
-    assert run.returncode == 1, run.stderr
+    run = run_cli("plugin", env={
+        "PLUGIN_IMAGE": f"{images['healthy']},{images['broken']}",
+        "PLUGIN_PLAIN_HTTP": "true", "PLUGIN_FORMAT": "json", "PLUGIN_SETTLE": "0",
+        "PLUGIN_RETRIES": "0", "PLUGIN_TEXTFILE": str(textfile),
+        "DOCKER_CONFIG": str(tmp_path)}, subprocess=True)
+    assert run.exit_code == 1, run.stderr
     report = json.loads(run.stdout)
     assert {i["reference"]: i["status"] for i in report["images"]} == {
         images["healthy"]: "ok", images["broken"]: "broken"}
@@ -206,9 +198,10 @@ def test_plugin_broken_image_exit_1_with_metrics(images: dict[str, str], tmp_pat
 @pytest.mark.registry
 def test_plugin_settles_then_calls_a_missing_image_broken(registry: RegistryServer,
                                                           tmp_path: Path) -> None:
-    run = plugin({"PLUGIN_IMAGE": f"{registry.host}/never/pushed:1", "PLUGIN_PLAIN_HTTP": "1",
-                  "PLUGIN_FORMAT": "json", "DOCKER_CONFIG": str(tmp_path)}, "--settle", "2")
-    assert run.returncode == 1, run.stderr
+    run = run_cli("plugin", "--settle", "2", env={
+        "PLUGIN_IMAGE": f"{registry.host}/never/pushed:1", "PLUGIN_PLAIN_HTTP": "1",
+        "PLUGIN_FORMAT": "json", "DOCKER_CONFIG": str(tmp_path)}, subprocess=True)
+    assert run.exit_code == 1, run.stderr
     report = json.loads(run.stdout)
     assert report["summary"]["defects_by_kind"] == {"manifest_missing": 1}
     [note] = [n for n in report["notes"] if n.startswith("settle:")]
@@ -247,17 +240,18 @@ def test_plugin_basic_auth_from_settings(tmp_path: Path, registry_bin: str) -> N
         env: dict[str, Any] = {"PLUGIN_IMAGE": f"{server.host}/private/app:v1",
                                "PLUGIN_PLAIN_HTTP": "true", "PLUGIN_USERNAME": "tester",
                                "DOCKER_CONFIG": str(tmp_path), "PLUGIN_RETRIES": "0"}
-        ok = plugin({**env, "PLUGIN_PASSWORD": PASSWORD})
-        assert ok.returncode == 0, ok.stderr
+        ok = run_cli("plugin", env={**env, "PLUGIN_PASSWORD": PASSWORD}, subprocess=True)
+        assert ok.exit_code == 0, ok.stderr
         assert PASSWORD not in ok.stdout + ok.stderr
-        refused = plugin({**env, "PLUGIN_PASSWORD": "wrong"})
-        assert refused.returncode == 3, refused.stdout + refused.stderr
+        refused = run_cli("plugin", env={**env, "PLUGIN_PASSWORD": "wrong"}, subprocess=True)
+        assert refused.exit_code == 3, refused.stdout + refused.stderr
     finally:
         server.stop()
 
 
 def test_plugin_usage_errors_exit_2() -> None:
-    run = plugin({})
-    assert run.returncode == 2 and "PLUGIN_IMAGE is not set" in run.stderr
-    run = plugin({"PLUGIN_IMAGE": "reg.example.com/app:1", "PLUGIN_RETRIES": "x"})
-    assert run.returncode == 2 and "PLUGIN_RETRIES" in run.stderr
+    run = run_cli("plugin", env={}, subprocess=True)
+    assert run.exit_code == 2 and "PLUGIN_IMAGE is not set" in run.stderr
+    run = run_cli("plugin", env={"PLUGIN_IMAGE": "reg.example.com/app:1", "PLUGIN_RETRIES": "x"},
+                  subprocess=True)
+    assert run.exit_code == 2 and "PLUGIN_RETRIES" in run.stderr

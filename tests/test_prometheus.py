@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -19,18 +16,19 @@ from urllib.parse import unquote
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.support.cli import run_cli
 from tests.support.images import PushedIndex, push_image, push_index
 from tests.support.promtool import check_metrics, label_names, metric_names
 from tests.support.registry import RegistryServer, blob_data_path, revision_link_path
 from verifier.model.findings import Finding, ImageResult, ImageStatus, Kind, Report, Severity
 from verifier.output import Format, reporter_for
-from verifier.output.metrics_output import (
+from verifier.output.prometheus.destinations import (
     MetricsOutput,
     PushgatewayError,
     TextfileError,
     redact_url,
 )
-from verifier.output.prometheus import (
+from verifier.output.prometheus.metrics import (
     RUN_FAMILIES,
     Identity,
     render,
@@ -151,7 +149,7 @@ def test_broken_series_are_capped_and_the_rest_counted() -> None:
         line for line in render(report).splitlines(keepends=True)
     )
     assert value(text, "regverify_image_broken_truncated") == 0
-    from verifier.output.prometheus import exposition
+    from verifier.output.prometheus.metrics import exposition
 
     capped = exposition(report_families(report, identity, max_broken_series=3))
     # The first three in sorted order, so the same images stay listed from run to run.
@@ -424,11 +422,6 @@ def test_push_refused_is_incomplete_and_hides_credentials(gateway: Gateway) -> N
 # --- the real registry -----------------------------------------------------------------------
 
 
-def regverify(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """The real CLI in a subprocess."""
-    return subprocess.run([sys.executable, "-m", "verifier", *args], capture_output=True,
-                          text=True, timeout=120, env={**os.environ, **(env or {})},
-                          check=False)
 
 
 @pytest.fixture
@@ -455,8 +448,8 @@ def test_real_scan_textfile_names_the_broken_images(damaged: RegistryServer,
     textfile = tmp_path / "node-exporter" / "regverify.prom"
     args = ["scan", damaged.host, "--plain-http", "--retries", "0", "--textfile", str(textfile),
             "--format", "json"]
-    run = regverify(*args)
-    assert run.returncode == 1, run.stderr
+    run = run_cli(*args, subprocess=True)
+    assert run.exit_code == 1, run.stderr
     report = json.loads(run.stdout)
     text = textfile.read_text()
     check_metrics(text)
@@ -476,8 +469,8 @@ def test_real_scan_textfile_names_the_broken_images(damaged: RegistryServer,
 
     # The registry goes away: exit 3, and the textfile says so without forgetting anything.
     damaged.stop()
-    run = regverify(*args)
-    assert run.returncode == 3 and "unreachable" in run.stderr
+    run = run_cli(*args, subprocess=True)
+    assert run.exit_code == 3 and "unreachable" in run.stderr
     down = textfile.read_text()
     check_metrics(down)
     assert value(down, "regverify_catalog_accessible", **ident) == 0
@@ -487,8 +480,8 @@ def test_real_scan_textfile_names_the_broken_images(damaged: RegistryServer,
 
     # Back again: a complete run moves the success timestamp.
     damaged.start()
-    run = regverify(*args)
-    assert run.returncode == 1
+    run = run_cli(*args, subprocess=True)
+    assert run.exit_code == 1
     back = textfile.read_text()
     assert value(back, "regverify_catalog_accessible", **ident) == 1
     assert value(back, "regverify_last_success_timestamp_seconds", **ident) > success
@@ -496,31 +489,31 @@ def test_real_scan_textfile_names_the_broken_images(damaged: RegistryServer,
 
 @pytest.mark.registry
 def test_real_image_format_prometheus(damaged: RegistryServer) -> None:
-    run = regverify("image", f"{damaged.host}/app/web:v1", "--plain-http", "--format",
-                    "prometheus")
-    assert run.returncode == 1, run.stderr
+    run = run_cli("image", f"{damaged.host}/app/web:v1", "--plain-http", "--format",
+                  "prometheus", subprocess=True)
+    assert run.exit_code == 1, run.stderr
     check_metrics(run.stdout)
     assert broken_images(run.stdout) == {("app/web", "v1")}
     assert value(run.stdout, "regverify_images_checked", registry=damaged.host,
                  mode="image") == 1
 
-    capped = regverify("image", f"{damaged.host}/app/web:v1", "--plain-http", "--format",
-                       "prometheus", "--max-broken-series", "0")
-    assert capped.returncode == 1
+    capped = run_cli("image", f"{damaged.host}/app/web:v1", "--plain-http", "--format",
+                     "prometheus", "--max-broken-series", "0", subprocess=True)
+    assert capped.exit_code == 1
     assert broken_images(capped.stdout) == set()
     assert value(capped.stdout, "regverify_image_broken_truncated") == 1
 
-    healthy = regverify("image", f"{damaged.host}/app/web:v2", "--plain-http", "--format",
-                        "prometheus")
-    assert healthy.returncode == 0
+    healthy = run_cli("image", f"{damaged.host}/app/web:v2", "--plain-http", "--format",
+                      "prometheus", subprocess=True)
+    assert healthy.exit_code == 0
     check_metrics(healthy.stdout)
 
 
 @pytest.mark.registry
 def test_real_scan_pushes_to_the_gateway(damaged: RegistryServer, gateway: Gateway) -> None:
-    run = regverify("scan", damaged.host, "--plain-http", "--pushgateway", gateway.url,
-                    "--push-job", "registry-probe", "--format", "json")
-    assert run.returncode == 1, run.stderr
+    run = run_cli("scan", damaged.host, "--plain-http", "--pushgateway", gateway.url,
+                  "--push-job", "registry-probe", "--format", "json", subprocess=True)
+    assert run.exit_code == 1, run.stderr
     json.loads(run.stdout)  # the report still goes to stdout
     [(verb, path, body)] = gateway.pushes
     assert verb == "PUT"
@@ -532,9 +525,9 @@ def test_real_scan_pushes_to_the_gateway(damaged: RegistryServer, gateway: Gatew
 @pytest.mark.registry
 def test_unreachable_gateway_is_exit_3_after_the_report(registry: RegistryServer) -> None:
     push_image(registry, "app/web", "v1")
-    run = regverify("image", f"{registry.host}/app/web:v1", "--plain-http", "--pushgateway",
-                    "http://127.0.0.1:9", "--format", "json")
-    assert run.returncode == 3
+    run = run_cli("image", f"{registry.host}/app/web:v1", "--plain-http", "--pushgateway",
+                  "http://127.0.0.1:9", "--format", "json", subprocess=True)
+    assert run.exit_code == 3
     assert json.loads(run.stdout)["exit_code"] == 0
     assert "cannot push metrics to http://127.0.0.1:9" in run.stderr
 
@@ -544,9 +537,9 @@ def test_unwritable_textfile_is_exit_2(registry: RegistryServer, tmp_path: Path)
     push_image(registry, "app/web", "v1")
     blocker = tmp_path / "file"
     blocker.write_text("")
-    run = regverify("image", f"{registry.host}/app/web:v1", "--plain-http", "--textfile",
-                    str(blocker / "x.prom"))
-    assert run.returncode == 2 and "cannot write --textfile" in run.stderr
+    run = run_cli("image", f"{registry.host}/app/web:v1", "--plain-http", "--textfile",
+                  str(blocker / "x.prom"), subprocess=True)
+    assert run.exit_code == 2 and "cannot write --textfile" in run.stderr
 
 
 # --- the PromQL metric-name extraction the example checks rely on ------------------------------

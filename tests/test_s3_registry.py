@@ -9,10 +9,6 @@ Images are pushed with skopeo, which also gives the reference verdict on every p
 from __future__ import annotations
 
 import base64
-import json
-import os
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -20,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.support.cli import run_cli
 from tests.support.s3 import (
     MotoS3,
     OciLayout,
@@ -42,12 +39,9 @@ USER, PASSWORD = "tester", "s3cret"
 
 def regverify(*args: str, env: dict[str, str] | None = None) -> tuple[int, dict[str, Any]]:
     """The real CLI in a subprocess with `--plain-http --format json`: exit code and report."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "verifier", *args, "--plain-http", "--format", "json"],
-        capture_output=True, text=True, timeout=120, env={**os.environ, **(env or {})},
-    )
-    assert "Traceback" not in proc.stderr, proc.stderr
-    return proc.returncode, json.loads(proc.stdout) if proc.stdout.strip() else {}
+    run = run_cli(*args, "--plain-http", "--format", "json", env=env, subprocess=True,
+                  no_traceback=True)
+    return run.exit_code, run.json() if run.stdout.strip() else {}
 
 
 def error_kinds(report: dict[str, Any]) -> Counter[str]:

@@ -26,8 +26,8 @@ from urllib.parse import parse_qs
 import httpx
 import pytest
 import respx
-from typer.testing import CliRunner
 
+from tests.support.cli import run_cli
 from tests.support.images import PushedIndex, make_layer, push_image, push_index, push_manifest_raw
 from tests.support.registry import (
     RegistryServer,
@@ -36,7 +36,6 @@ from tests.support.registry import (
     revision_link_path,
 )
 from tests.support.skopeo import skopeo_copy_all
-from verifier.cli.main import app
 from verifier.cli.progress import ScanProgress
 from verifier.errors import ExitCode, UsageError
 from verifier.model.findings import ImageResult, ImageStatus, Report
@@ -610,19 +609,19 @@ def test_progress_line_on_a_tty() -> None:
     ["--concurrency", "0"],
 ])
 def test_cli_usage_errors_exit_2(args: list[str]) -> None:
-    result = CliRunner().invoke(app, ["scan", "127.0.0.1:1", "--plain-http", *args])
+    result = run_cli("scan", "127.0.0.1:1", "--plain-http", *args)
     assert result.exit_code == 2, result.output
     assert "Traceback" not in result.output
 
 
 def test_cli_unreachable_registry_exits_3() -> None:
-    result = CliRunner().invoke(app, ["scan", "127.0.0.1:1", "--plain-http", "--retries", "0"])
+    result = run_cli("scan", "127.0.0.1:1", "--plain-http", "--retries", "0")
     assert result.exit_code == 3
     assert "unreachable" in result.output and "Traceback" not in result.output
 
 
 def test_cli_bad_registry_exits_2() -> None:
-    result = CliRunner().invoke(app, ["scan", "not a host"])
+    result = run_cli("scan", "not a host")
     assert result.exit_code == 2 and "invalid registry" in result.output
 
 
@@ -723,19 +722,11 @@ def _populate(server: RegistryServer) -> Populated:
     return Populated(server, images, broken, pairs)
 
 
-def regverify(*args: str) -> tuple[int, str, str]:
-    """The real CLI in a subprocess: exit code, stdout, stderr."""
-    proc = subprocess.run([sys.executable, "-m", "verifier", *args], capture_output=True,
-                          text=True, timeout=120)
-    assert "Traceback" not in proc.stderr, proc.stderr
-    return proc.returncode, proc.stdout, proc.stderr
-
-
 def scan_json(populated: Populated, *args: str) -> tuple[int, dict[str, Any]]:
     """`regverify scan HOST --plain-http --format json ARGS`."""
-    code, out, _ = regverify("scan", populated.server.host, "--plain-http", "--format", "json",
-                             *args)
-    return code, json.loads(out)
+    run = run_cli("scan", populated.server.host, "--plain-http", "--format", "json", *args,
+                  subprocess=True, no_traceback=True)
+    return run.exit_code, run.json()
 
 
 def _image_refs(doc: dict[str, Any], status: str | None = None) -> set[str]:
@@ -880,10 +871,10 @@ def test_json_and_junit_shape(populated: Populated, full_scan: tuple[int, dict[s
         r.split("/", 1)[1].rsplit(":", 1)[0] for r in broken_refs}
 
     out = tmp_path / "scan.xml"
-    code, stdout, _ = regverify("scan", populated.server.host, "--plain-http", "--format",
-                                "junit", "--output", str(out), "--repo", "broken/*",
-                                "--repo", "multi/fresh")
-    assert code == 1 and stdout == ""
+    run = run_cli("scan", populated.server.host, "--plain-http", "--format", "junit",
+                  "--output", str(out), "--repo", "broken/*", "--repo", "multi/fresh",
+                  subprocess=True, no_traceback=True)
+    assert run.exit_code == 1 and run.stdout == ""
     suite = ET.parse(out).getroot().find("testsuite")
     assert suite is not None
     cases = suite.findall("testcase")
@@ -898,12 +889,12 @@ def test_json_and_junit_shape(populated: Populated, full_scan: tuple[int, dict[s
 
 @pytest.mark.registry
 def test_human_output(populated: Populated) -> None:
-    code, stdout, stderr = regverify("scan", populated.server.host, "--plain-http",
-                                     "--repo", "broken/warm", "--repo", "multi/tags")
-    assert code == 1
-    assert stderr == ""  # no TTY: no progress display
-    last = stdout.strip().splitlines()[-1]
+    run = run_cli("scan", populated.server.host, "--plain-http", "--repo", "broken/warm",
+                  "--repo", "multi/tags", subprocess=True, no_traceback=True)
+    assert run.exit_code == 1
+    assert run.stderr == ""  # no TTY: no progress display
+    last = run.stdout.strip().splitlines()[-1]
     assert last.startswith("DEFECTS FOUND: 5 image(s), 1 broken, 0 not verifiable; "
                            "2 repositories, 5 tags,")
     assert "requests;" in last
-    assert "blob_unreadable" in stdout and "broken/warm:v1" in stdout
+    assert "blob_unreadable" in run.stdout and "broken/warm:v1" in run.stdout

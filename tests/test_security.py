@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import ssl
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,13 +22,12 @@ from typing import Any
 import httpx
 import pytest
 import trustme
-from typer.testing import CliRunner
 
+from tests.support.cli import run_cli
 from tests.support.faultproxy import Exchange, FaultPlan, FaultProxy, LoopbackHTTPServer
 from tests.support.images import push_image, push_index
 from tests.support.registry import RegistryServer, blob_data_path
 from tests.support.tokenserver import TokenServer
-from verifier.cli.main import app
 from verifier.output import Format
 
 pytestmark = pytest.mark.registry
@@ -40,7 +37,6 @@ PASSWORD = "Pw-7f3a9c2e-never-print-me"
 # bcrypt(PASSWORD, cost 5), made once with libxcrypt: the registry accepts only bcrypt entries.
 HTPASSWD = f"{USER}:$2b$05$dAW3CWAJevxXweI9mrggPuii1TMv/yax4N3Uxn/rRIlUYqijdQOzC\n"
 IDENTITY_TOKEN = "idtok-51c0ffee-never-print-me"
-_PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
 
 
 @dataclass
@@ -59,16 +55,12 @@ class Run:
 
 
 def regverify(*args: str, env: dict[str, str] | None = None, stdin: str | None = None,
-              output: Path | None = None) -> Run:
-    """The real CLI in a subprocess, ambient proxies and credentials removed."""
-    base = {k: v for k, v in os.environ.items()
-            if k not in _PROXY_VARS and not k.startswith("REGVERIFY_")}
-    cmd = [sys.executable, "-m", "verifier", *args]
-    if output is not None:
-        cmd += ["--output", str(output)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, input=stdin, timeout=120,
-                          env={**base, **(env or {})})
-    run = Run(tuple(args), proc.returncode, proc.stdout, proc.stderr)
+              output: Path | None = None, subprocess: bool = True) -> Run:
+    """The real CLI in a subprocess (or in-process, cheaper than a new interpreter: stderr then
+    includes tracebacks), ambient proxies and credentials removed; files it wrote are kept."""
+    argv = [*args, *(["--output", str(output)] if output is not None else [])]
+    result = run_cli(*argv, env=env, input=stdin, subprocess=subprocess)
+    run = Run(tuple(args), result.exit_code, result.stdout, result.stderr)
     if output is not None and output.exists():
         run.files[str(output)] = output.read_text()
     return run
@@ -76,15 +68,8 @@ def regverify(*args: str, env: dict[str, str] | None = None, stdin: str | None =
 
 def regverify_in_process(*args: str, env: dict[str, str] | None = None,
                          stdin: str | None = None, output: Path | None = None) -> Run:
-    """The same run in-process (cheaper than a new interpreter); stderr includes tracebacks."""
-    clean: dict[str, str | None] = {k: None for k in os.environ if k.startswith("REGVERIFY_")}
-    argv = [*args, *(["--output", str(output)] if output is not None else [])]
-    result = CliRunner().invoke(app, argv, input=stdin, env={**clean, **(env or {})})
-    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
-    run = Run(tuple(args), result.exit_code, result.stdout, result.stderr)
-    if output is not None and output.exists():
-        run.files[str(output)] = output.read_text()
-    return run
+    """`regverify` in-process."""
+    return regverify(*args, env=env, stdin=stdin, output=output, subprocess=False)
 
 
 def report(run: Run) -> dict[str, Any]:

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 import typer
-from typer.testing import CliRunner
 
+from tests.support.cli import run_cli
 from tests.test_storage_synthetic import SyntheticStore, snapshot
 from verifier.cli.fs import fs_app
 from verifier.output import Format
@@ -19,13 +19,11 @@ from verifier.storage.repair import LOCK_NAME
 # Mounted the way verifier.cli.main mounts it.
 app = typer.Typer()
 app.add_typer(fs_app, name="fs")
-runner = CliRunner()
 
 
 def invoke(*args: str | Path) -> tuple[int, str, str]:
-    result = runner.invoke(app, ["fs", *map(str, args)])
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
+    """`regverify fs ARGS` on the sub-app alone: exit code, stdout, stderr."""
+    result = run_cli("fs", *args, app=app)
     return result.exit_code, result.stdout, result.stderr
 
 

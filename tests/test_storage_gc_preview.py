@@ -24,8 +24,8 @@ from pathlib import Path
 
 import pytest
 import typer
-from typer.testing import CliRunner
 
+from tests.support.cli import run_cli
 from tests.support.images import PushedIndex, make_layer, push_image, push_index, push_manifest_raw
 from tests.support.registry import RegistryServer, revision_link_path
 from tests.support.skopeo import skopeo_copy_all
@@ -58,13 +58,11 @@ _fs = typer.Typer()
 register(_fs)
 app = typer.Typer()
 app.add_typer(_fs, name="fs")
-runner = CliRunner()
 
 
 def invoke(*args: str | Path) -> tuple[int, str, str]:
-    result = runner.invoke(app, ["fs", "gc-preview", *map(str, args)])
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
+    """`regverify fs gc-preview ARGS` on the sub-app alone: exit code, stdout, stderr."""
+    result = run_cli("fs", "gc-preview", *args, app=app)
     return result.exit_code, result.stdout, result.stderr
 
 

@@ -15,18 +15,18 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from verifier.cli.options import (
-    FormatOpt,
-    OutputOpt,
-    PushgatewayOpt,
-    PushJobOpt,
-    TextfileOpt,
+    MetricsTarget,
+    RegistryOpt,
+    ReportTarget,
+    StoragePath,
     Verbose,
+    metrics_options,
+    report_options,
+    with_groups,
 )
 from verifier.cli.runner import run_report
 from verifier.model.findings import Report
-from verifier.output import Format
-from verifier.output.metrics_output import DEFAULT_JOB, MetricsOutput
-from verifier.output.prometheus import DEFAULT_MAX_BROKEN_SERIES, Identity
+from verifier.output.prometheus.metrics import Identity
 from verifier.storage.defaults import DEFAULT_MAX_ORPHAN_SHARE
 from verifier.storage.layout import (
     StorageLayout,
@@ -49,21 +49,6 @@ fs_app = typer.Typer(
     add_completion=False,
 )
 
-StoragePath = Annotated[
-    Path,
-    typer.Argument(
-        metavar="PATH",
-        help="A registry root (holds docker/registry/v2) or a base of several registries.",
-        show_default=False,
-    ),
-]
-RegistryOpt = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--registry", metavar="NAME",
-        help="Only this registry of a multi-registry base (repeatable).",
-    ),
-]
 ProxyCacheOpt = Annotated[
     list[str] | None,
     typer.Option(
@@ -77,14 +62,6 @@ VerifyDigests = Annotated[
     bool,
     typer.Option("--verify-digests", help="Hash every blob's data and compare with its name."),
 ]
-
-
-def storage_metrics(path: Path, mode: str, textfile: Path | None, pushgateway: str | None,
-             push_job: str) -> MetricsOutput:
-    """Metrics outputs labelled with the storage path (the `registry` label) and the mode."""
-    return MetricsOutput(Identity(str(path), mode), textfile=textfile,
-                         pushgateway=pushgateway or None, job=push_job,
-                         max_broken_series=DEFAULT_MAX_BROKEN_SERIES)
 
 
 def _progress() -> ProgressFn | None:
@@ -115,17 +92,16 @@ def _layout(path: Path, registry: list[str] | None, proxy_cache: list[str] | Non
 
 
 @fs_app.command("scan")
+@with_groups(report=report_options, metrics=metrics_options)
 def scan_command(
     path: StoragePath,
+    *,
     registry: RegistryOpt = None,
     proxy_cache: ProxyCacheOpt = None,
     verify_digests: VerifyDigests = False,
-    fmt: FormatOpt = Format.HUMAN,
-    output: OutputOpt = None,
+    report: ReportTarget,
     verbose: Verbose = False,
-    textfile: TextfileOpt = None,
-    pushgateway: PushgatewayOpt = None,
-    push_job: PushJobOpt = DEFAULT_JOB,
+    metrics: MetricsTarget,
 ) -> None:
     """Report orphan links, orphan index children, dangling tags/revisions; change nothing."""
 
@@ -137,13 +113,15 @@ def scan_command(
         options = ScanOptions(verify_digests, frozenset(proxy_cache or []))
         return scan_storage(layout, options, _progress() if verify_digests else None).report
 
-    run_report(body, fmt, output, verbose,
-               storage_metrics(path, "fs-scan", textfile, pushgateway, push_job))
+    run_report(body, report.fmt, report.output, verbose,
+               metrics.output(Identity(str(path), "fs-scan")))
 
 
 @fs_app.command("fix")
+@with_groups(report=report_options, metrics=metrics_options)
 def fix_command(
     path: StoragePath,
+    *,
     registry: RegistryOpt = None,
     proxy_cache: ProxyCacheOpt = None,
     verify_digests: VerifyDigests = False,
@@ -185,12 +163,9 @@ def fix_command(
             help="Refuse when a registry has a larger share of orphan layer links.",
         ),
     ] = DEFAULT_MAX_ORPHAN_SHARE,
-    fmt: FormatOpt = Format.HUMAN,
-    output: OutputOpt = None,
+    report: ReportTarget,
     verbose: Verbose = False,
-    textfile: TextfileOpt = None,
-    pushgateway: PushgatewayOpt = None,
-    push_job: PushJobOpt = DEFAULT_JOB,
+    metrics: MetricsTarget,
 ) -> None:
     """Quarantine orphan layer links, relink what is provably lossless; never delete."""
 
@@ -208,11 +183,12 @@ def fix_command(
             _progress() if verify_digests else None,
         )
 
-    run_report(body, fmt, output, verbose,
-               storage_metrics(path, "fs-fix", textfile, pushgateway, push_job))
+    run_report(body, report.fmt, report.output, verbose,
+               metrics.output(Identity(str(path), "fs-fix")))
 
 
 @fs_app.command("restore")
+@with_groups(report=report_options)
 def restore_command(
     run_dir: Annotated[
         Path,
@@ -223,6 +199,7 @@ def restore_command(
             show_default=False,
         ),
     ],
+    *,
     run: Annotated[
         str | None,
         typer.Option(
@@ -230,11 +207,10 @@ def restore_command(
             help="Only this run folder of the quarantine folder (its name).",
         ),
     ] = None,
-    fmt: FormatOpt = Format.HUMAN,
-    output: OutputOpt = None,
+    report: ReportTarget,
     verbose: Verbose = False,
 ) -> None:
     """Put back everything `fs fix` moved or created, from its journals; says how many."""
     from verifier.storage.repair import restore_quarantine
 
-    run_report(lambda: restore_quarantine(run_dir, run), fmt, output, verbose)
+    run_report(lambda: restore_quarantine(run_dir, run), report.fmt, report.output, verbose)

@@ -12,37 +12,31 @@ references), 2 usage, 3 the prediction is incomplete or the real GC would stop w
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from verifier.cli.fs import storage_metrics
 from verifier.cli.options import (
-    FormatOpt,
-    OutputOpt,
-    PushgatewayOpt,
-    PushJobOpt,
-    TextfileOpt,
+    MetricsTarget,
+    RegistryOpt,
+    ReportTarget,
+    StoragePath,
     Verbose,
+    metrics_options,
+    report_options,
+    with_groups,
 )
 from verifier.cli.runner import run_report
 from verifier.model.findings import Report
-from verifier.output import Format
-from verifier.output.metrics_output import DEFAULT_JOB
+from verifier.output.prometheus.metrics import Identity
 from verifier.storage.defaults import GcVersion
 from verifier.storage.layout import detect_layout, select_registries
 
 
+@with_groups(report=report_options, metrics=metrics_options)
 def gc_preview_command(
-    path: Annotated[
-        Path,
-        typer.Argument(
-            metavar="PATH",
-            help="A registry root (holds docker/registry/v2) or a base of several registries.",
-            show_default=False,
-        ),
-    ],
+    path: StoragePath,
+    *,
     delete_untagged: Annotated[
         bool,
         typer.Option(
@@ -61,19 +55,10 @@ def gc_preview_command(
             "docker-registry, registry:2) or 3 (registry:3).",
         ),
     ] = GcVersion.V2_8,
-    registry: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--registry", metavar="NAME",
-            help="Only this registry of a multi-registry base (repeatable).",
-        ),
-    ] = None,
-    fmt: FormatOpt = Format.HUMAN,
-    output: OutputOpt = None,
+    registry: RegistryOpt = None,
+    report: ReportTarget,
     verbose: Verbose = False,
-    textfile: TextfileOpt = None,
-    pushgateway: PushgatewayOpt = None,
-    push_job: PushJobOpt = DEFAULT_JOB,
+    metrics: MetricsTarget,
 ) -> None:
     """Predict what `registry garbage-collect` would delete and which tags it would break.
 
@@ -89,8 +74,8 @@ def gc_preview_command(
         return preview_storage(layout, GcOptions(version=gc_version,
                                                  delete_untagged=delete_untagged))
 
-    run_report(body, fmt, output, verbose,
-               storage_metrics(path, "fs-gc-preview", textfile, pushgateway, push_job))
+    run_report(body, report.fmt, report.output, verbose,
+               metrics.output(Identity(str(path), "fs-gc-preview")))
 
 
 def register(fs_app: typer.Typer) -> None:

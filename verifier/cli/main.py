@@ -20,12 +20,23 @@ from verifier import __version__, eventloop
 from verifier.cli import gc_preview as gc_cli
 from verifier.cli.fs import fs_app
 from verifier.cli.options import (
-    FormatOpt,
-    OutputOpt,
-    PushgatewayOpt,
-    PushJobOpt,
-    TextfileOpt,
+    Concurrency,
+    Connection,
+    MaxBrokenSeries,
+    MaxRps,
+    MetricsTarget,
+    Probing,
+    ReportTarget,
+    Requests,
+    Selection,
     Verbose,
+    connection_options,
+    metrics_options,
+    probing_options,
+    report_options,
+    request_options,
+    selection_options,
+    with_groups,
 )
 from verifier.cli.plugin import (
     parse_images,
@@ -41,8 +52,8 @@ from verifier.model.findings import Kind, Report
 from verifier.model.manifest import DEFAULT_MAX_MANIFEST_BYTES
 from verifier.model.reference import ImageReference, parse_reference, parse_registry
 from verifier.output import Format
-from verifier.output.metrics_output import DEFAULT_JOB, MetricsOutput
-from verifier.output.prometheus import DEFAULT_MAX_BROKEN_SERIES, Identity
+from verifier.output.prometheus.destinations import MetricsOutput
+from verifier.output.prometheus.metrics import DEFAULT_MAX_BROKEN_SERIES, Identity
 from verifier.registry.auth import Credentials, docker_config_path, resolve_credentials
 from verifier.registry.client import ClientOptions
 from verifier.scan import Filters, ScanOptions, parse_shard, read_repos_file, verify_registry
@@ -61,54 +72,6 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 
-# Options shared by every HTTP command, declared once.
-PlainHttp = Annotated[bool, typer.Option("--plain-http", help="Talk HTTP, not HTTPS.")]
-Insecure = Annotated[bool, typer.Option("--insecure", help="Skip TLS certificate verification.")]
-CaCert = Annotated[Path | None, typer.Option("--ca-cert", metavar="FILE",
-                                             help="PEM file of CA(s) to trust.")]
-Username = Annotated[str | None, typer.Option("--username", "-u", metavar="NAME",
-                                              help="Registry username.")]
-PasswordStdin = Annotated[
-    bool, typer.Option("--password-stdin", help="Read the password from standard input.")
-]
-Concurrency = Annotated[
-    int, typer.Option("--concurrency", min=1, max=256, metavar="N",
-                      help="Requests in flight at most.")
-]
-Deep = Annotated[bool, typer.Option("--deep", help="Stream every blob and check its sha256.")]
-Timeout = Annotated[float, typer.Option("--timeout", min=0.1, metavar="SECONDS",
-                                        help="Per-request timeout.")]
-Retries = Annotated[int, typer.Option("--retries", min=0, max=20, metavar="N",
-                                      help="Retries per request for transient failures.")]
-Deadline = Annotated[
-    float | None,
-    typer.Option("--deadline", min=1, metavar="SECONDS",
-                 help="Stop retrying once the run is this old [default: none]."),
-]
-MaxManifest = Annotated[
-    int, typer.Option("--max-manifest-bytes", min=1024, metavar="BYTES",
-                      help="Refuse manifests above this size.")
-]
-# Registry cost per blob and repeat scans (docs/performance.md).
-BlobProbeOpt = Annotated[
-    BlobProbe,
-    typer.Option("--blob-probe", metavar="range|head+range",
-                 help="How a blob is proved servable without --deep: 'range' "
-                      "(one ranged GET of the last byte; catches every defect HEAD+range does) or "
-                      "'head+range' (HEAD, then the ranged GET)."),
-]
-CacheDir = Annotated[
-    Path | None,
-    typer.Option("--cache-dir", metavar="DIR",
-                 help="Keep manifests here across runs (keyed by digest, verified on read): a "
-                      "known manifest is checked with a HEAD instead of a GET. Blobs are "
-                      "checked every run."),
-]
-MaxBrokenSeries = Annotated[
-    int,
-    typer.Option("--max-broken-series", min=0, metavar="N",
-                 help="At most this many regverify_image_broken series; the rest is counted."),
-]
 Settle = Annotated[
     float,
     typer.Option("--settle", min=0, max=3600, metavar="SECONDS",
@@ -152,13 +115,6 @@ def run_command(body: Callable[[], Coroutine[Any, Any, Report]], fmt: Format,
     """
     run_report(lambda: with_auth_note(eventloop.run(body()), auth_note), fmt, output, verbose,
                metrics)
-
-
-def metrics_output(identity: Identity, textfile: Path | None, pushgateway: str | None,
-                   push_job: str, max_broken_series: int) -> MetricsOutput:
-    """The metrics outputs of a command, labelled before the run so a failure can be recorded."""
-    return MetricsOutput(identity, textfile=textfile, pushgateway=pushgateway or None,
-                         job=push_job, max_broken_series=max_broken_series)
 
 
 def split_scheme(text: str, plain_http: bool) -> tuple[str, bool]:
@@ -222,6 +178,18 @@ def build_run_options(
     )
 
 
+def http_run_options(host: str, conn: Connection, concurrency: int, requests: Requests,
+                     probing: Probing, max_rps: float | None = None) -> RunOptions:
+    """`build_run_options` from the option groups of `image`, `scan` and `serve`."""
+    return build_run_options(
+        host, plain_http=conn.plain_http, insecure=conn.insecure, ca_cert=conn.ca_cert,
+        username=conn.username, password_stdin=conn.password_stdin, concurrency=concurrency,
+        timeout=requests.timeout, retries=requests.retries, deadline=requests.deadline,
+        max_manifest_bytes=requests.max_manifest_bytes, deep=requests.deep, max_rps=max_rps,
+        blob_probe=probing.blob_probe, cache_dir=probing.cache_dir,
+    )
+
+
 def _show_version(value: bool) -> None:
     if value:
         typer.echo(f"regverify {__version__}")
@@ -240,152 +208,89 @@ def root(
 
 
 @app.command("image")
+@with_groups(conn=connection_options, report=report_options, requests=request_options,
+             probing=probing_options, metrics=metrics_options)
 def image_command(
     reference: Annotated[str, typer.Argument(metavar="REFERENCE",
                                               help="host[:port]/repo[:tag][@digest]")],
-    plain_http: PlainHttp = False,
-    insecure: Insecure = False,
-    ca_cert: CaCert = None,
-    username: Username = None,
-    password_stdin: PasswordStdin = False,
-    fmt: FormatOpt = Format.HUMAN,
-    output: OutputOpt = None,
+    *,
+    conn: Connection,
+    report: ReportTarget,
     concurrency: Concurrency = 8,
-    deep: Deep = False,
-    timeout: Timeout = 30.0,
-    retries: Retries = 4,
-    deadline: Deadline = None,
-    max_manifest_bytes: MaxManifest = DEFAULT_MAX_MANIFEST_BYTES,
+    requests: Requests,
     settle: Settle = 0.0,
-    blob_probe: BlobProbeOpt = BlobProbe.RANGE,
-    cache_dir: CacheDir = None,
-    textfile: TextfileOpt = None,
-    pushgateway: PushgatewayOpt = None,
-    push_job: PushJobOpt = DEFAULT_JOB,
+    probing: Probing,
+    metrics: MetricsTarget,
     max_broken_series: MaxBrokenSeries = DEFAULT_MAX_BROKEN_SERIES,
     verbose: Verbose = False,
 ) -> None:
     """Verify one image end to end: manifest, every index child, every config and layer."""
     try:
-        reference, plain_http = split_scheme(reference, plain_http)
+        reference, plain_http = split_scheme(reference, conn.plain_http)
         ref = parse_reference(reference)
-        options = build_run_options(
-            ref.api_host, plain_http=plain_http, insecure=insecure, ca_cert=ca_cert,
-            username=username, password_stdin=password_stdin, concurrency=concurrency,
-            timeout=timeout, retries=retries, deadline=deadline,
-            max_manifest_bytes=max_manifest_bytes, deep=deep, blob_probe=blob_probe,
-            cache_dir=cache_dir,
-        )
+        options = http_run_options(ref.api_host, replace(conn, plain_http=plain_http),
+                                   concurrency, requests, probing)
     except VerifierError as exc:
         raise fail(str(exc), exc.exit_code) from None
-    if sys.stderr.isatty() and fmt is Format.HUMAN and output is None:
+    if sys.stderr.isatty() and report.fmt is Format.HUMAN and report.output is None:
         typer.echo(f"verifying {ref} ...", err=True)
-    metrics = metrics_output(Identity(ref.registry, "image"), textfile, pushgateway, push_job,
-                             max_broken_series)
-    note = credentials_note(ref.api_host, options.credentials,
-                            "--username and --password-stdin" if username else None)
+    note = credentials_note(ref.api_host, options.credentials, conn.credentials_source)
     run_command(lambda: verify_settled(lambda: verify_image(ref, options), settle),
-                fmt, output, verbose, metrics, note)
+                report.fmt, report.output, verbose,
+                metrics.output(Identity(ref.registry, "image"), max_broken_series), note)
 
 
-RepoGlobs = Annotated[
-    list[str] | None,
-    typer.Option("--repo", metavar="GLOB",
-                 help="Only repositories matching this glob (repeatable). A plain "
-                      "name is also scanned when the catalog is refused or not read."),
-]
-ExcludeRepoGlobs = Annotated[
-    list[str] | None,
-    typer.Option("--exclude-repo", metavar="GLOB",
-                 help="Skip repositories matching this glob (repeatable)."),
-]
-TagGlobs = Annotated[
-    list[str] | None, typer.Option("--tag", metavar="GLOB",
-                                   help="Only tags matching this glob (repeatable).")
-]
-ExcludeTagGlobs = Annotated[
-    list[str] | None,
-    typer.Option("--exclude-tag", metavar="GLOB",
-                 help="Skip tags matching this glob (repeatable)."),
-]
-ReposFrom = Annotated[
-    Path | None,
-    typer.Option("--repos-from", metavar="FILE",
-                 help="File of repository names, one a line; each acts as "
-                      "--repo NAME."),
-]
-NoCatalog = Annotated[
-    bool,
-    typer.Option("--no-catalog", help="Do not read /v2/_catalog: scan only the names from "
-                 "--repos-from and plain --repo."),
-]
-ShardOpt = Annotated[
-    str | None,
-    typer.Option("--shard", metavar="I/N",
-                 help="I/N: scan only slice I (0-based) of N; auto/N takes I from "
-                      "$JOB_COMPLETION_INDEX."),
-]
-MaxRps = Annotated[
-    float | None, typer.Option("--max-rps", min=0.1, metavar="R",
-                               help="At most this many requests a second.")
-]
+def registry_host(registry: str, conn: Connection) -> tuple[str, Connection]:
+    """The host `scan` and `serve` talk to, and the connection its URL scheme implies."""
+    registry, plain_http = split_scheme(registry, conn.plain_http)
+    return parse_registry(registry), replace(conn, plain_http=plain_http)
+
+
+def scan_run_options(host: str, selection: Selection, conn: Connection, concurrency: int,
+                     requests: Requests, probing: Probing,
+                     max_rps: float | None) -> tuple[ScanOptions, RunOptions]:
+    """What `scan` and `serve` cover and how they talk to `host` (UsageError on a bad option)."""
+    scan = build_scan_options(selection, concurrency)
+    options = http_run_options(ImageReference(host, "x").api_host, conn, concurrency, requests,
+                               probing, max_rps)
+    return scan, options
+
+
+def scan_identity(host: str, scan: ScanOptions) -> Identity:
+    """The metrics labels of a scan: its registry and, for a sharded scan, the shard."""
+    return Identity(host, "scan", str(scan.shard) if scan.shard else None)
 
 
 @app.command("scan")
+@with_groups(selection=selection_options, conn=connection_options, report=report_options,
+             requests=request_options, probing=probing_options, metrics=metrics_options)
 def scan_command(
     registry: Annotated[str, typer.Argument(metavar="REGISTRY",
                                              help="host[:port] of the registry to scan")],
-    repo: RepoGlobs = None,
-    exclude_repo: ExcludeRepoGlobs = None,
-    tag: TagGlobs = None,
-    exclude_tag: ExcludeTagGlobs = None,
-    repos_from: ReposFrom = None,
-    no_catalog: NoCatalog = False,
-    shard: ShardOpt = None,
-    plain_http: PlainHttp = False,
-    insecure: Insecure = False,
-    ca_cert: CaCert = None,
-    username: Username = None,
-    password_stdin: PasswordStdin = False,
-    fmt: FormatOpt = Format.HUMAN,
-    output: OutputOpt = None,
+    *,
+    selection: Selection,
+    conn: Connection,
+    report: ReportTarget,
     concurrency: Concurrency = 8,
     max_rps: MaxRps = None,
-    deep: Deep = False,
-    timeout: Timeout = 30.0,
-    retries: Retries = 4,
-    deadline: Deadline = None,
-    max_manifest_bytes: MaxManifest = DEFAULT_MAX_MANIFEST_BYTES,
-    blob_probe: BlobProbeOpt = BlobProbe.RANGE,
-    cache_dir: CacheDir = None,
-    textfile: TextfileOpt = None,
-    pushgateway: PushgatewayOpt = None,
-    push_job: PushJobOpt = DEFAULT_JOB,
+    requests: Requests,
+    probing: Probing,
+    metrics: MetricsTarget,
     max_broken_series: MaxBrokenSeries = DEFAULT_MAX_BROKEN_SERIES,
     verbose: Verbose = False,
 ) -> None:
     """Verify every image of a registry: catalog, tags, then the checks of `image` for each."""
     try:
-        registry, plain_http = split_scheme(registry, plain_http)
-        host = parse_registry(registry)
-        scan = build_scan_options(repo, exclude_repo, tag, exclude_tag, repos_from, no_catalog,
-                                  shard, concurrency)
-        options = build_run_options(
-            ImageReference(host, "x").api_host, plain_http=plain_http, insecure=insecure,
-            ca_cert=ca_cert, username=username, password_stdin=password_stdin,
-            concurrency=concurrency, timeout=timeout, retries=retries, deadline=deadline,
-            max_manifest_bytes=max_manifest_bytes, deep=deep, max_rps=max_rps,
-            blob_probe=blob_probe, cache_dir=cache_dir,
-        )
+        host, conn = registry_host(registry, conn)
+        scan, options = scan_run_options(host, selection, conn, concurrency, requests, probing,
+                                         max_rps)
     except VerifierError as exc:
         raise fail(str(exc), exc.exit_code) from None
     progress = ScanProgress(host)  # draws only when stderr is a terminal
-    metrics = metrics_output(Identity(host, "scan", str(scan.shard) if scan.shard else None),
-                             textfile, pushgateway, push_job, max_broken_series)
-    note = credentials_note(host, options.credentials,
-                            "--username and --password-stdin" if username else None)
-    run_command(lambda: verify_registry(host, options, scan, progress), fmt, output, verbose,
-                metrics, note)
+    note = credentials_note(host, options.credentials, conn.credentials_source)
+    run_command(lambda: verify_registry(host, options, scan, progress), report.fmt,
+                report.output, verbose,
+                metrics.output(scan_identity(host, scan), max_broken_series), note)
 
 
 #: `serve` defaults: a scan every 15 minutes, metrics on loopback unless told.
@@ -402,72 +307,51 @@ Listen = Annotated[
 ]
 
 
-def build_scan_options(repo: list[str] | None, exclude_repo: list[str] | None,
-                       tag: list[str] | None, exclude_tag: list[str] | None,
-                       repos_from: Path | None, no_catalog: bool, shard: str | None,
-                       concurrency: int) -> ScanOptions:
+def build_scan_options(selection: Selection, concurrency: int) -> ScanOptions:
     """What a scan covers, from the scan selection options (UsageError on a bad one)."""
-    names = list(repo or []) + (read_repos_file(repos_from) if repos_from else [])
-    filters = Filters.build(names, exclude_repo or [], tag or [], exclude_tag or [])
-    if no_catalog and not filters.explicit_repositories:
+    names = list(selection.repo or []) + (
+        read_repos_file(selection.repos_from) if selection.repos_from else [])
+    filters = Filters.build(names, selection.exclude_repo or [], selection.tag or [],
+                            selection.exclude_tag or [])
+    if selection.no_catalog and not filters.explicit_repositories:
         raise UsageError("--no-catalog needs repository names (--repos-from or --repo NAME)")
     return ScanOptions(
         filters=filters,
-        shard=parse_shard(shard) if shard is not None else None,
-        use_catalog=not no_catalog,
+        shard=parse_shard(selection.shard) if selection.shard is not None else None,
+        use_catalog=not selection.no_catalog,
         repository_workers=concurrency,
         images_in_flight=max(4, 2 * concurrency),
     )
 
 
 @app.command("serve")
+@with_groups(selection=selection_options, conn=connection_options, requests=request_options,
+             probing=probing_options)
 def serve_command(
     registry: Annotated[str, typer.Argument(metavar="REGISTRY",
                                              help="host[:port] of the registry to scan")],
+    *,
     interval: Interval = DEFAULT_INTERVAL,
     listen: Listen = DEFAULT_LISTEN,
-    repo: RepoGlobs = None,
-    exclude_repo: ExcludeRepoGlobs = None,
-    tag: TagGlobs = None,
-    exclude_tag: ExcludeTagGlobs = None,
-    repos_from: ReposFrom = None,
-    no_catalog: NoCatalog = False,
-    shard: ShardOpt = None,
-    plain_http: PlainHttp = False,
-    insecure: Insecure = False,
-    ca_cert: CaCert = None,
-    username: Username = None,
-    password_stdin: PasswordStdin = False,
+    selection: Selection,
+    conn: Connection,
     concurrency: Concurrency = 8,
     max_rps: MaxRps = None,
-    deep: Deep = False,
-    timeout: Timeout = 30.0,
-    retries: Retries = 4,
-    deadline: Deadline = None,
-    max_manifest_bytes: MaxManifest = DEFAULT_MAX_MANIFEST_BYTES,
-    blob_probe: BlobProbeOpt = BlobProbe.RANGE,
-    cache_dir: CacheDir = None,
+    requests: Requests,
+    probing: Probing,
     max_broken_series: MaxBrokenSeries = DEFAULT_MAX_BROKEN_SERIES,
     verbose: Verbose = False,
 ) -> None:
     """Exporter: scan on a schedule (first at start-up, never overlapping), serve /metrics."""
     # The exporter (an HTTP server, prometheus_client's collectors) only for this command.
-    from verifier.output.exporter import Exporter, parse_duration, parse_listen, serve
+    from verifier.output.prometheus.exporter import Exporter, parse_duration, parse_listen, serve
 
     try:
-        registry, plain_http = split_scheme(registry, plain_http)
-        host = parse_registry(registry)
+        host, conn = registry_host(registry, conn)
         every = parse_duration(interval)
         address = parse_listen(listen)
-        scan = build_scan_options(repo, exclude_repo, tag, exclude_tag, repos_from, no_catalog,
-                                  shard, concurrency)
-        options = build_run_options(
-            ImageReference(host, "x").api_host, plain_http=plain_http, insecure=insecure,
-            ca_cert=ca_cert, username=username, password_stdin=password_stdin,
-            concurrency=concurrency, timeout=timeout, retries=retries, deadline=deadline,
-            max_manifest_bytes=max_manifest_bytes, deep=deep, max_rps=max_rps,
-            blob_probe=blob_probe, cache_dir=cache_dir,
-        )
+        scan, options = scan_run_options(host, selection, conn, concurrency, requests, probing,
+                                         max_rps)
     except VerifierError as exc:
         raise fail(str(exc), exc.exit_code) from None
     # Our own logger only: httpx logs every request at INFO, which would drown the scan lines.
@@ -476,9 +360,8 @@ def serve_command(
     logger = logging.getLogger("regverify")
     logger.addHandler(handler)
     logger.setLevel(logging.DEBUG if verbose else logging.INFO)
-    identity = Identity(host, "scan", str(scan.shard) if scan.shard else None)
-    exporter = Exporter(lambda: verify_registry(host, options, scan), identity, every,
-                        max_broken_series=max_broken_series)
+    exporter = Exporter(lambda: verify_registry(host, options, scan), scan_identity(host, scan),
+                        every, max_broken_series=max_broken_series)
     try:
         serve(exporter, address)
     except VerifierError as exc:
@@ -518,8 +401,8 @@ def plugin_command(
             options[ref.api_host] = host_options
     except VerifierError as exc:
         raise fail(str(exc), exc.exit_code) from None
-    metrics = metrics_output(Identity(registries_of(refs), "image"), settings.textfile,
-                             settings.pushgateway, settings.push_job, DEFAULT_MAX_BROKEN_SERIES)
+    metrics = MetricsTarget(settings.textfile, settings.pushgateway, settings.push_job).output(
+        Identity(registries_of(refs), "image"))
     note = "; ".join(
         credentials_note(host, host_options.credentials,
                          "PLUGIN_USERNAME and PLUGIN_PASSWORD" if settings.username else None)

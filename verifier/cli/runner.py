@@ -17,7 +17,7 @@ import typer
 from verifier.errors import ExitCode, VerifierError
 from verifier.model.findings import Report
 from verifier.output import Format, write_report
-from verifier.output.metrics_output import MetricsOutput
+from verifier.output.prometheus.destinations import MetricsOutput
 
 
 def fail(message: str, code: ExitCode) -> typer.Exit:

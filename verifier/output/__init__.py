@@ -29,13 +29,14 @@ class Reporter(Protocol):
 
 def reporter_for(fmt: Format) -> Reporter:
     """The renderer for a format (exhaustive: a test loops over every `Format`)."""
-    from verifier.output import human, json_report, junit, prometheus
+    from verifier.output import human, json_report, junit
+    from verifier.output.prometheus import metrics
 
     table: dict[Format, Reporter] = {
         Format.HUMAN: human.render,
         Format.JSON: json_report.render,
         Format.JUNIT: junit.render,
-        Format.PROMETHEUS: prometheus.render,
+        Format.PROMETHEUS: metrics.render,
     }
     return table[fmt]
 

@@ -3,10 +3,10 @@
 One scan at a time, never overlapping: the scheduler awaits each scan before it waits for the
 next slot, the first scan runs at start-up, and a scan that overruns its interval is followed by
 the next one at once rather than by a pile-up. `/metrics` serves the metrics of the last scan
-that finished (the same families as `--format prometheus`, with the rules of
-`verifier.output.metrics_output` for scans that could not complete) plus the exporter's own process
-metrics; `/healthz` says whether the scheduler is alive. SIGTERM or SIGINT stop it within a few
-seconds, a scan in progress included: the scan is cancelled, not waited for.
+that finished (the same families as `--format prometheus`, with the rules of `destinations` for
+scans that could not complete) plus the exporter's own process metrics; `/healthz` says whether
+the scheduler is alive. SIGTERM or SIGINT stop it within a few seconds, a scan in progress
+included: the scan is cancelled, not waited for.
 
 The HTTP server runs in a thread; the scheduler and the scans share one asyncio loop.
 """
@@ -34,7 +34,7 @@ from prometheus_client.registry import Collector
 from verifier import eventloop
 from verifier.errors import UsageError, VerifierError
 from verifier.model.findings import Report
-from verifier.output.prometheus import (
+from verifier.output.prometheus.metrics import (
     DEFAULT_MAX_BROKEN_SERIES,
     Identity,
     failure_families,

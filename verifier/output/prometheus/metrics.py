@@ -7,10 +7,10 @@ docs/monitoring.md; the alerts in examples/prometheus/alerts.yml depend on them.
 
 Three callers build on the same families:
 - `render` (`--format prometheus`): the metrics of one report;
-- `verifier.output.metrics_output` (`--textfile`, `--pushgateway`): also after a run that could not
-  complete, where only the run timestamp, duration and `catalog_accessible 0` are new and every
-  other series keeps the value of the last run that produced it (`merge_families`);
-- `verifier.output.exporter` (`regverify serve`): the same, held in memory between scans.
+- `destinations` (`--textfile`, `--pushgateway`): also after a run that could not complete,
+  where only the run timestamp, duration and `catalog_accessible 0` are new and every other
+  series keeps the value of the last run that produced it (`merge_families`);
+- `exporter` (`regverify serve`): the same, held in memory between scans.
 """
 
 from __future__ import annotations

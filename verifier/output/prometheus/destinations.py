@@ -30,7 +30,7 @@ from prometheus_client.exposition import basic_auth_handler, default_handler
 from verifier.errors import IncompleteError, UsageError
 from verifier.model.findings import Report
 from verifier.output import Reporter, atomic_write
-from verifier.output.prometheus import (
+from verifier.output.prometheus.metrics import (
     DEFAULT_MAX_BROKEN_SERIES,
     Identity,
     exposition,
