@@ -19,7 +19,7 @@ from verifier.checks import (
 )
 from verifier.model.findings import Finding, Kind, Severity
 from verifier.model.manifest import Descriptor, ImageManifest, MediaType
-from verifier.registry.client import BlobHead, BlobStream, ManifestFetch, RangeRead
+from verifier.registry.answers import BlobHead, BlobStream, ManifestFetch, RangeRead
 
 CTX = Context("team/app", "v1")
 SIZE = 1234

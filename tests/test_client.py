@@ -20,12 +20,10 @@ import respx
 from verifier.errors import RegistryUnreachable, UsageError
 from verifier.model.manifest import ACCEPT
 from verifier.registry import client as client_module
+from verifier.registry.answers import BlobHead, BlobStream, RangeRead
 from verifier.registry.auth import Credentials
 from verifier.registry.client import (
-    BlobHead,
-    BlobStream,
     ClientOptions,
-    RangeRead,
     RegistryClient,
     RequestFailed,
     parse_retry_after,

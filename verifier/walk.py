@@ -27,7 +27,8 @@ from verifier.checks import (
 )
 from verifier.model.findings import Finding, Kind, Severity
 from verifier.model.manifest import Descriptor, ImageIndex, ImageManifest, Schema1Manifest
-from verifier.registry.client import ManifestFetch, RegistryClient, RequestFailed
+from verifier.registry.answers import ManifestFetch
+from verifier.registry.client import RegistryClient, RequestFailed
 
 MAX_INDEX_DEPTH = 8
 

@@ -2,7 +2,8 @@
 
 Every request goes through `_exchange`: bounded concurrency, optional rate limit, retries with
 backoff for what is temporary (connection errors, timeouts, 408/429/502/503/504, bodies cut short)
-and never for a definite answer. Results are plain records; judging them is `checks.py`'s job.
+and never for a definite answer. Results are the plain records of `answers.py`; judging them is
+`checks.py`'s job.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from tenacity import AsyncRetrying, RetryCallState, RetryError, retry_if_excepti
 
 from verifier.errors import IncompleteError, RegistryUnreachable, UsageError
 from verifier.model.manifest import ACCEPT, DEFAULT_MAX_MANIFEST_BYTES
+from verifier.registry.answers import BlobHead, BlobStream, JsonPage, ManifestFetch, RangeRead
 from verifier.registry.auth import Credentials, RegistryAuth, TokenServiceUnavailable
 from verifier.registry.bodies import (
     SMALL_BODY,
@@ -79,69 +81,6 @@ class ClientOptions:
     max_manifest_bytes: int = DEFAULT_MAX_MANIFEST_BYTES
     backoff_base: float = 0.5
     backoff_max: float = 20.0
-
-
-@dataclass(frozen=True)
-class ManifestFetch:
-    """What a manifest GET answered; `body` is empty when `too_large`."""
-
-    status: int
-    body: bytes = b""
-    content_type: str | None = None
-    digest_header: str | None = None
-    content_length: int | None = None
-    too_large: bool = False
-    error_codes: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class BlobHead:
-    """What a blob HEAD answered."""
-
-    status: int
-    content_length: int | None = None
-    digest_header: str | None = None
-    #: host[:port] that answered when a redirect left the registry (object storage).
-    storage_host: str | None = None
-
-
-@dataclass(frozen=True)
-class RangeRead:
-    """What a ranged GET of a blob's last byte answered, and how many bytes really came."""
-
-    status: int
-    received: int = 0
-    declared_length: int | None = None
-    total_size: int | None = None
-    truncated: bool = False
-    #: distribution sends Docker-Content-Digest on blob GETs too, so one ranged GET answers
-    #: everything a HEAD does.
-    digest_header: str | None = None
-    #: host[:port] that answered when a redirect left the registry (object storage).
-    storage_host: str | None = None
-
-
-@dataclass(frozen=True)
-class BlobStream:
-    """A full streamed read of a blob: status, bytes that came, their sha256."""
-
-    status: int
-    size: int = 0
-    digest: str | None = None
-    declared_length: int | None = None
-    truncated: bool = False
-    #: host[:port] that answered when a redirect left the registry (object storage).
-    storage_host: str | None = None
-
-
-@dataclass(frozen=True)
-class JsonPage:
-    """A JSON API page (catalog, tags) with its `Link` header."""
-
-    status: int
-    data: Any = None
-    link: str | None = None
-    error: str | None = None
 
 
 @dataclass
