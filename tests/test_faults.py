@@ -31,7 +31,8 @@ from tests.support.registry import RegistryServer, blob_data_path, revision_link
 from verifier.cli.main import app
 from verifier.errors import RegistryUnreachable
 from verifier.registry import client as client_module
-from verifier.registry.client import ClientOptions, RegistryClient, RequestFailed, parse_retry_after
+from verifier.registry.client import ClientOptions, RegistryClient, RequestFailed
+from verifier.registry.retry import parse_retry_after
 
 _PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
 

@@ -48,45 +48,13 @@ from verifier.scan import (
     ScanOptions,
     Shard,
     is_glob,
-    iter_pages,
-    next_link,
     parse_shard,
     read_repos_file,
-    resolve_link,
     shard_of,
     verify_registry,
 )
 from verifier.verify import RunOptions
 from verifier.walk import Walker
-
-# --- Link headers --------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(("header", "expected"), [
-    ('</v2/_catalog?last=a%2Fb&n=2>; rel="next"', "/v2/_catalog?last=a%2Fb&n=2"),
-    ("<https://r.example/v2/_catalog?last=x&n=5>; rel=next", "https://r.example/v2/_catalog?last=x&n=5"),
-    ('</v2/_catalog?n=1>; rel="prev", </v2/_catalog?last=z&n=1>; rel="next"',
-     "/v2/_catalog?last=z&n=1"),
-    ('</page2>; title="a, b"; rel="prev next"', "/page2"),
-    ('</v2/_catalog?n=1>; rel="prev"', None),
-    ("", None),
-    (None, None),
-    ("garbage", None),
-])
-def test_next_link(header: str | None, expected: str | None) -> None:
-    assert next_link(header) == expected
-
-
-def test_resolve_link_keeps_path_and_query_only() -> None:
-    assert resolve_link("/v2/_catalog?last=a%2Fb&n=2", "/v2/_catalog") == (
-        "/v2/_catalog", {"last": "a/b", "n": "2"})
-    # Another host's URL: only its path and query are used, so credentials never leave.
-    assert resolve_link("https://evil.example/v2/_catalog?last=x", "/v2/_catalog") == (
-        "/v2/_catalog", {"last": "x"})
-    assert resolve_link("?last=q", "/v2/a/b/tags/list") == ("/v2/a/b/tags/list", {"last": "q"})
-    with pytest.raises(ValueError, match="not '/v2/_catalog'"):
-        resolve_link("/v2/other?last=x", "/v2/_catalog")
-
 
 # --- filters -------------------------------------------------------------------------------------
 
@@ -524,16 +492,6 @@ def test_shards_split_the_fake_registry(mock: respx.MockRouter) -> None:
     parts = [_refs(_scan(ScanOptions(shard=Shard(i, 3)))) for i in range(3)]
     assert set().union(*parts) == fake.images()
     assert sum(len(p) for p in parts) == len(fake.images())
-
-
-def test_iter_pages_propagates_nothing_for_an_empty_listing(mock: respx.MockRouter) -> None:
-    mock.get("/v2/x/tags/list").mock(return_value=httpx.Response(200, json={"tags": None}))
-
-    async def collect() -> list[list[str]]:
-        async with RegistryClient(HOST, ClientOptions(plain_http=True)) as client:
-            return [page async for page in iter_pages(client, "/v2/x/tags/list", "tags")]
-
-    assert asyncio.run(collect()) == [[]]
 
 
 def test_walker_forget_drops_a_repository(mock: respx.MockRouter) -> None:
