@@ -42,7 +42,7 @@ from verifier.registry.listing import (
     ListingError,
     iter_pages,
 )
-from verifier.verify import RunOptions, display_reference, open_cache, run_counters
+from verifier.verify import RunOptions, display_reference, open_walker, run_counters
 from verifier.walk import Walker
 
 #: Stop starting new work after this many images in a row could not be verified at all.
@@ -534,7 +534,7 @@ async def verify_registry(registry: str, options: RunOptions, scan: ScanOptions 
     deadline = started + options.client.deadline if options.client.deadline else None
     async with RegistryClient(api_host, options.client, options.credentials,
                               transport=options.transport) as client:
-        walker = Walker(client, options.walk, open_cache(options))
+        walker = open_walker(client, options)
         if observer:
             observer.scan_started(lambda: client.request_count)
         try:

@@ -26,7 +26,13 @@ from verifier.checks import (
     relabel,
 )
 from verifier.model.findings import Finding, Kind, Severity
-from verifier.model.manifest import Descriptor, ImageIndex, ImageManifest, Schema1Manifest
+from verifier.model.manifest import (
+    DEFAULT_MAX_MANIFEST_BYTES,
+    Descriptor,
+    ImageIndex,
+    ImageManifest,
+    Schema1Manifest,
+)
 from verifier.registry.answers import ManifestFetch
 from verifier.registry.client import RegistryClient, RequestFailed
 
@@ -70,10 +76,13 @@ class Walker:
     """Verifies references against one registry, sharing work across the whole run."""
 
     def __init__(self, client: RegistryClient, options: WalkOptions | None = None,
-                 cache: ManifestCache | None = None) -> None:
+                 cache: ManifestCache | None = None, *,
+                 max_manifest_bytes: int = DEFAULT_MAX_MANIFEST_BYTES) -> None:
         self.client = client
         self.options = options or WalkOptions()
         self.cache = cache
+        #: The client's manifest size cap, named in the finding for a manifest over it.
+        self.max_manifest_bytes = max_manifest_bytes
         self.counters: Counter[str] = Counter()
         self._blobs: dict[tuple[str, str], asyncio.Task[list[Finding]]] = {}
         self._manifests: dict[tuple[str, str], asyncio.Task[list[Finding]]] = {}
@@ -104,7 +113,7 @@ class Walker:
             fetch, cached = await self._fetch_manifest(repository, ref, requested)
             found, manifest, digest = check_manifest(
                 ctx, fetch, requested_digest=requested, expected=None,
-                max_bytes=self.client.options.max_manifest_bytes,
+                max_bytes=self.max_manifest_bytes,
             )
             if not cached:
                 self._remember(fetch, manifest, found)
@@ -195,7 +204,7 @@ class Walker:
             fetch, cached = await self._fetch_manifest(repository, child.digest, child.digest)
             found, manifest, _ = check_manifest(
                 cctx, fetch, requested_digest=child.digest, expected=child,
-                max_bytes=self.client.options.max_manifest_bytes,
+                max_bytes=self.max_manifest_bytes,
             )
             if not cached:
                 self._remember(fetch, manifest, found)

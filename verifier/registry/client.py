@@ -45,7 +45,7 @@ from verifier.registry.retry import (
     transient_status,
 )
 
-__all__ = ["ClientOptions", "RegistryClient", "RequestFailed"]
+__all__ = ["ClientOptions", "RegistryClient", "RequestFailed", "Transport"]
 
 REDIRECT_STATUS = frozenset({301, 302, 303, 307, 308})
 #: Redirects followed for one request (a blob GET is one hop to object storage, at most two).
@@ -189,6 +189,9 @@ def _ssl_context(options: ClientOptions) -> ssl.SSLContext:
 
 
 Origin = tuple[str, str, int | None]
+#: What a caller may hand the client to carry its requests instead of aiohttp (tests inject an
+#: in-memory one); named here so that callers need not import httpx.
+Transport = httpx.AsyncBaseTransport
 
 
 def origin_of(url: httpx.URL) -> Origin:
@@ -231,7 +234,7 @@ class RegistryClient:
         options: ClientOptions | None = None,
         credentials: Credentials | None = None,
         *,
-        transport: httpx.AsyncBaseTransport | None = None,
+        transport: Transport | None = None,
     ) -> None:
         self.host = host
         self.options = options or ClientOptions()
