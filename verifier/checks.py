@@ -49,8 +49,13 @@ def finding(
     )
 
 
-def relabel(found: list[Finding], ctx: Context) -> list[Finding]:
-    """Findings computed once for a shared object, labelled for another place that uses it."""
+def relabel_replacing_chain(found: list[Finding], ctx: Context) -> list[Finding]:
+    """Findings computed once for a shared object, labelled for another place that uses it.
+
+    Repository, reference, platform and chain all become the context's: right for an object
+    with nothing below it (a blob). `walk.relabel_extending_chain` keeps a subtree's deeper
+    chain and platforms instead.
+    """
     out = []
     for f in found:
         details = dict(f.details)

@@ -1,4 +1,7 @@
-"""The core API: `verify_image` (and, later, `verify_registry`) -> `Report`. Never prints."""
+"""`verify_image` -> `Report`, and what every HTTP run shares (options, walker, cache, counters).
+
+`scan.verify_registry` builds on the same pieces for a whole registry. Never prints.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +9,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from verifier.cache import ManifestCache
+from verifier.cache import VerifiedManifestCache
 from verifier.errors import AuthRefused
 from verifier.model.findings import Finding, ImageResult, Kind, Report, Severity, image_status
 from verifier.model.reference import ImageReference
@@ -27,11 +30,11 @@ class RunOptions:
     cache_dir: Path | None = None
 
 
-def open_cache(options: RunOptions) -> ManifestCache | None:
+def open_cache(options: RunOptions) -> VerifiedManifestCache | None:
     """The run's manifest cache, when `--cache-dir` was given (UsageError if unusable)."""
     if options.cache_dir is None:
         return None
-    return ManifestCache(options.cache_dir, options.client.max_manifest_bytes)
+    return VerifiedManifestCache(options.cache_dir, options.client.max_manifest_bytes)
 
 
 def open_walker(client: RegistryClient, options: RunOptions) -> Walker:
