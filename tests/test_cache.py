@@ -31,7 +31,7 @@ from tests.support.registry import (
     revision_link_path,
 )
 from tests.support.skopeo import skopeo_copy_all
-from verifier.cache import MAGIC, ManifestCache
+from verifier.cache import MAGIC, VerifiedManifestCache
 from verifier.checks import Context
 from verifier.errors import UsageError
 from verifier.model.findings import Report
@@ -290,11 +290,11 @@ def test_cli_options(registry: RegistryServer, tmp_path: Path) -> None:
     assert "--cache-dir" in refused.stderr and "Traceback" not in refused.stderr
 
 
-# --- ManifestCache on its own --------------------------------------------------------------------
+# --- VerifiedManifestCache on its own ------------------------------------------------------------
 
 
 def test_cache_keys_only_well_formed_sha256(tmp_path: Path) -> None:
-    cache = ManifestCache(tmp_path / "c", max_bytes=1024)
+    cache = VerifiedManifestCache(tmp_path / "c", max_bytes=1024)
     body = b'{"schemaVersion":2}'
     digest = "sha256:" + hashlib.sha256(body).hexdigest()
     cache.put(body, "application/vnd.oci.image.manifest.v1+json")
@@ -310,7 +310,7 @@ def test_cache_keys_only_well_formed_sha256(tmp_path: Path) -> None:
 def test_cache_refuses_bodies_over_the_cap_and_survives_unwritable_storage(
     tmp_path: Path
 ) -> None:
-    cache = ManifestCache(tmp_path / "c", max_bytes=16)
+    cache = VerifiedManifestCache(tmp_path / "c", max_bytes=16)
     cache.put(b"x" * 17, None)
     assert not (tmp_path / "c" / "sha256").exists()
     # Storage that cannot be written (even by root): the entry is skipped and counted.
@@ -324,7 +324,7 @@ def test_cache_dir_that_is_a_file_is_a_usage_error(tmp_path: Path) -> None:
     afile = tmp_path / "afile"
     afile.write_text("x")
     with pytest.raises(UsageError, match="--cache-dir"):
-        ManifestCache(afile, max_bytes=1024)
+        VerifiedManifestCache(afile, max_bytes=1024)
 
 
 # --- the probe's edge cases, on an in-memory registry ---------------------------------------------

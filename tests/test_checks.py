@@ -15,11 +15,11 @@ from verifier.checks import (
     check_manifest,
     digest_of,
     finding,
-    relabel,
+    relabel_replacing_chain,
 )
 from verifier.model.findings import Finding, Kind, Severity
 from verifier.model.manifest import Descriptor, ImageManifest, MediaType
-from verifier.registry.client import BlobHead, BlobStream, ManifestFetch, RangeRead
+from verifier.registry.answers import BlobHead, BlobStream, ManifestFetch, RangeRead
 
 CTX = Context("team/app", "v1")
 SIZE = 1234
@@ -56,7 +56,7 @@ def test_findings_carry_the_context() -> None:
 def test_relabel_moves_a_shared_finding() -> None:
     original = finding(CTX.child("a"), Kind.BLOB_MISSING, "gone", digest=DIGEST)
     other = Context("team/other", "v9", "linux/arm64", ("b", "c"))
-    [moved] = relabel([original], other)
+    [moved] = relabel_replacing_chain([original], other)
     assert (moved.repository, moved.reference, moved.platform) == ("team/other", "v9",
                                                                    "linux/arm64")
     assert moved.details["chain"] == ["b", "c"]

@@ -20,16 +20,9 @@ import respx
 from verifier.errors import RegistryUnreachable, UsageError
 from verifier.model.manifest import ACCEPT
 from verifier.registry import client as client_module
+from verifier.registry.answers import BlobHead, BlobStream, RangeRead
 from verifier.registry.auth import Credentials
-from verifier.registry.client import (
-    BlobHead,
-    BlobStream,
-    ClientOptions,
-    RangeRead,
-    RegistryClient,
-    RequestFailed,
-    parse_retry_after,
-)
+from verifier.registry.client import ClientOptions, RegistryClient, RequestFailed
 
 T = TypeVar("T")
 HOST = "reg.test"
@@ -113,24 +106,6 @@ class EndlessStream(httpx.AsyncByteStream):
         while self.pulled < 10_000:
             self.pulled += 1
             yield self.chunk
-
-
-# -- parse_retry_after ---------------------------------------------------------------------
-
-
-def test_parse_retry_after_seconds_and_dates() -> None:
-    assert parse_retry_after(None) is None
-    assert parse_retry_after("") is None
-    assert parse_retry_after("7") == 7.0
-    assert parse_retry_after(" 0 ") == 0.0
-    now = 1_700_000_000.0
-    date = email.utils.formatdate(now + 30, usegmt=True)
-    assert parse_retry_after(date, now=now) == pytest.approx(30.0)
-    past = email.utils.formatdate(now - 30, usegmt=True)
-    assert parse_retry_after(past, now=now) == 0.0
-    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412480.0) == 0.0
-    for junk in ("soon", "-5", "1.5", "\u00b2", "\u0663", "Mon, 99 Foo 2015"):
-        assert parse_retry_after(junk) is None
 
 
 # -- retries -------------------------------------------------------------------------------

@@ -26,7 +26,8 @@ from tests.support.images import make_layer, push_image, push_index
 from tests.support.registry import RegistryServer, blob_data_path, revision_link_path
 from verifier.errors import RegistryUnreachable
 from verifier.registry import client as client_module
-from verifier.registry.client import ClientOptions, RegistryClient, RequestFailed, parse_retry_after
+from verifier.registry.client import ClientOptions, RegistryClient, RequestFailed
+from verifier.registry.retry import parse_retry_after
 
 
 def scan(host: str, *args: str) -> tuple[int, dict[str, Any]]:

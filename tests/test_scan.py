@@ -12,8 +12,6 @@ import asyncio
 import hashlib
 import io
 import json
-import subprocess
-import sys
 import xml.etree.ElementTree as ET
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -37,7 +35,7 @@ from tests.support.registry import (
 )
 from tests.support.skopeo import skopeo_copy_all
 from verifier.cli.progress import ScanProgress
-from verifier.errors import ExitCode, UsageError
+from verifier.errors import ExitCode
 from verifier.model.findings import ImageResult, ImageStatus, Report
 from verifier.model.manifest import MediaType
 from verifier.output import junit
@@ -46,156 +44,10 @@ from verifier.scan import (
     Filters,
     ScanOptions,
     Shard,
-    is_glob,
-    iter_pages,
-    next_link,
-    parse_shard,
-    read_repos_file,
-    resolve_link,
-    shard_of,
     verify_registry,
 )
 from verifier.verify import RunOptions
 from verifier.walk import Walker
-
-# --- Link headers --------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(("header", "expected"), [
-    ('</v2/_catalog?last=a%2Fb&n=2>; rel="next"', "/v2/_catalog?last=a%2Fb&n=2"),
-    ("<https://r.example/v2/_catalog?last=x&n=5>; rel=next", "https://r.example/v2/_catalog?last=x&n=5"),
-    ('</v2/_catalog?n=1>; rel="prev", </v2/_catalog?last=z&n=1>; rel="next"',
-     "/v2/_catalog?last=z&n=1"),
-    ('</page2>; title="a, b"; rel="prev next"', "/page2"),
-    ('</v2/_catalog?n=1>; rel="prev"', None),
-    ("", None),
-    (None, None),
-    ("garbage", None),
-])
-def test_next_link(header: str | None, expected: str | None) -> None:
-    assert next_link(header) == expected
-
-
-def test_resolve_link_keeps_path_and_query_only() -> None:
-    assert resolve_link("/v2/_catalog?last=a%2Fb&n=2", "/v2/_catalog") == (
-        "/v2/_catalog", {"last": "a/b", "n": "2"})
-    # Another host's URL: only its path and query are used, so credentials never leave.
-    assert resolve_link("https://evil.example/v2/_catalog?last=x", "/v2/_catalog") == (
-        "/v2/_catalog", {"last": "x"})
-    assert resolve_link("?last=q", "/v2/a/b/tags/list") == ("/v2/a/b/tags/list", {"last": "q"})
-    with pytest.raises(ValueError, match="not '/v2/_catalog'"):
-        resolve_link("/v2/other?last=x", "/v2/_catalog")
-
-
-# --- filters -------------------------------------------------------------------------------------
-
-
-def test_repository_filters() -> None:
-    f = Filters.build(repos=["infra/*", "app/web"], exclude_repos=["infra/cache*"])
-    assert f.repository_selected("infra/ci")
-    assert f.repository_selected("infra/a/b/c")  # `*` crosses `/`, as documented
-    assert f.repository_selected("app/web")
-    assert not f.repository_selected("app/webx")
-    assert not f.repository_selected("infra/cache/x")
-    assert not f.repository_selected("other")
-    assert f.explicit_repositories == ("app/web",)
-    everything = Filters.build(exclude_repos=["tmp/?"])
-    assert everything.repository_selected("anything/at/all")
-    assert not everything.repository_selected("tmp/1")
-    assert everything.repository_selected("tmp/12")
-    assert everything.explicit_repositories == ()
-
-
-def test_tag_filters() -> None:
-    f = Filters.build(tags=["v[0-9]*", "latest"], exclude_tags=["*-rc*"])
-    assert [t for t in ("v1", "v2.0-rc1", "latest", "dev", "V1") if f.tag_selected(t)] == [
-        "v1", "latest"]
-    assert Filters.build(exclude_tags=["sha-*"]).tag_selected("main")
-
-
-@pytest.mark.parametrize(("kwargs", "message"), [
-    ({"repos": ["Infra/*"]}, "lowercase"),
-    ({"repos": [""]}, "empty"),
-    ({"repos": ["infra/[ab"]}, "not a repository name or glob"),
-    ({"repos": ["infra/a b"]}, "not a repository name or glob"),
-    ({"repos": ["infra//x"]}, "not a valid repository name"),
-    ({"exclude_repos": ["x$"]}, "--exclude-repo"),
-    ({"tags": ["v1/2"]}, "--tag"),
-    ({"tags": ["-v1"]}, "not a valid tag"),
-    ({"exclude_tags": ["[x"]}, "--exclude-tag"),
-])
-def test_bad_patterns_are_usage_errors(kwargs: dict[str, list[str]], message: str) -> None:
-    with pytest.raises(UsageError, match=message) as caught:
-        Filters.build(**kwargs)
-    assert caught.value.exit_code is ExitCode.USAGE
-
-
-def test_is_glob() -> None:
-    assert is_glob("a/*") and is_glob("a?") and is_glob("a[bc]")
-    assert not is_glob("a/b-c.d_e")
-
-
-def test_read_repos_file(tmp_path: Path) -> None:
-    path = tmp_path / "repos.txt"
-    path.write_text("# critical images\ninfra/ci\n\n  app/web  # the shop\n")
-    assert read_repos_file(path) == ["infra/ci", "app/web"]
-    path.write_text("infra/ci\nNot/Valid\n")
-    with pytest.raises(UsageError, match=r"repos.txt:2: 'Not/Valid'"):
-        read_repos_file(path)
-    with pytest.raises(UsageError, match="cannot read --repos-from"):
-        read_repos_file(tmp_path / "missing.txt")
-    path.write_bytes(b"\xff\xfe\x00")
-    with pytest.raises(UsageError, match="cannot read --repos-from"):
-        read_repos_file(path)
-
-
-# --- sharding ------------------------------------------------------------------------------------
-
-
-def test_shard_hash_is_stable() -> None:
-    # Fixed values: a change here would make running workers of one Indexed Job disagree.
-    expected = int.from_bytes(hashlib.sha256(b"library/alpine").digest()[:8], "big")
-    assert shard_of("library/alpine", 8) == expected % 8
-    assert [shard_of(f"team/app{i}", 5) for i in range(8)] == [
-        shard_of(f"team/app{i}", 5) for i in range(8)]
-    code = ("from verifier.scan import shard_of; "
-            "print([shard_of(f'r{i}', 7) for i in range(50)])")
-    runs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                           check=True).stdout for _ in range(2)}
-    assert runs == {str([shard_of(f"r{i}", 7) for i in range(50)]) + "\n"}
-
-
-@pytest.mark.parametrize("count", [1, 2, 3, 8, 64])
-def test_shards_partition_the_names(count: int) -> None:
-    names = [f"group{i % 13}/repo-{i}" for i in range(2000)]
-    shards = [Shard(i, count) for i in range(count)]
-    owners = [[s for s in shards if name in s] for name in names]
-    assert all(len(o) == 1 for o in owners)  # each name in exactly one shard
-    sizes = Counter(o[0].index for o in owners)
-    assert len(sizes) == count and min(sizes.values()) > 2000 / count * 0.6  # roughly even
-
-
-def test_parse_shard() -> None:
-    assert parse_shard("2/8") == Shard(2, 8)
-    assert parse_shard("0/1") == Shard(0, 1)
-    assert parse_shard("auto/4", {"JOB_COMPLETION_INDEX": "3"}) == Shard(3, 4)
-    assert str(Shard(3, 4)) == "3/4"
-
-
-@pytest.mark.parametrize(("text", "env", "message"), [
-    ("8", {}, "expected I/N"),
-    ("8/8", {}, "0..7"),
-    ("-1/3", {}, "must be a number"),
-    ("a/3", {}, "must be a number"),
-    ("1/0", {}, "expected I/N"),
-    ("1/", {}, "expected I/N"),
-    ("auto/3", {}, "JOB_COMPLETION_INDEX is not set"),
-    ("auto/3", {"JOB_COMPLETION_INDEX": "3"}, "0..2"),
-])
-def test_bad_shard_is_usage_error(text: str, env: dict[str, str], message: str) -> None:
-    with pytest.raises(UsageError, match=message):
-        parse_shard(text, env)
-
 
 # --- a registry played by respx ------------------------------------------------------------------
 
@@ -523,16 +375,6 @@ def test_shards_split_the_fake_registry(mock: respx.MockRouter) -> None:
     parts = [_refs(_scan(ScanOptions(shard=Shard(i, 3)))) for i in range(3)]
     assert set().union(*parts) == fake.images()
     assert sum(len(p) for p in parts) == len(fake.images())
-
-
-def test_iter_pages_propagates_nothing_for_an_empty_listing(mock: respx.MockRouter) -> None:
-    mock.get("/v2/x/tags/list").mock(return_value=httpx.Response(200, json={"tags": None}))
-
-    async def collect() -> list[list[str]]:
-        async with RegistryClient(HOST, ClientOptions(plain_http=True)) as client:
-            return [page async for page in iter_pages(client, "/v2/x/tags/list", "tags")]
-
-    assert asyncio.run(collect()) == [[]]
 
 
 def test_walker_forget_drops_a_repository(mock: respx.MockRouter) -> None:

@@ -15,7 +15,8 @@ import httpx
 import pytest
 
 from tests.support.loopback import with_server
-from verifier.registry.client import ClientOptions, RangeRead, RegistryClient
+from verifier.registry.answers import RangeRead
+from verifier.registry.client import ClientOptions, RegistryClient
 from verifier.registry.transport import AiohttpTransport, environment_proxy, transport_error
 
 DIGEST = "sha256:" + "d" * 64

@@ -161,3 +161,18 @@ def test_deep_catches_same_size_corruption() -> None:
     assert walk(fake, "v1")[0] == []
     [defect] = walk(fake, "v1", deep=True)[0]
     assert defect.kind is Kind.DIGEST_MISMATCH
+
+
+def test_walker_names_the_manifest_cap_it_was_given() -> None:
+    fake = FakeRegistry()
+    fake.index("v1", [fake.image("amd64", [b"layer"])])
+
+    async def run() -> list[Finding]:
+        options = ClientOptions(plain_http=True, retries=0, max_manifest_bytes=64)
+        async with RegistryClient("registry.test", options,
+                                  transport=httpx.MockTransport(fake.handler)) as client:
+            walker = Walker(client, max_manifest_bytes=64)
+            return (await walker.verify("repo", "v1")).findings
+
+    [found] = asyncio.run(asyncio.wait_for(run(), timeout=10))
+    assert found.kind is Kind.MANIFEST_INVALID and "64-byte cap" in found.message

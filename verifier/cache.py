@@ -44,8 +44,11 @@ class CachedManifest:
     media_type: str | None
 
 
-class ManifestCache:
-    """Manifest bodies on disk under `directory/sha256/<2 hex>/<hex>`; only sha256 digests."""
+class VerifiedManifestCache:
+    """Manifests verified in earlier runs (`--cache-dir`), under `directory/sha256/<2 hex>/<hex>`.
+
+    Only sha256 digests; every read is hashed again against the digest asked for.
+    """
 
     def __init__(self, directory: Path, max_bytes: int) -> None:
         self.directory = directory

@@ -13,7 +13,7 @@ from typing import Any
 from verifier.model.findings import Finding, Kind, Severity
 from verifier.model.manifest import Descriptor, Manifest, ManifestError, parse_manifest
 from verifier.model.reference import is_valid_digest
-from verifier.registry.client import BlobHead, BlobStream, ManifestFetch, RangeRead
+from verifier.registry.answers import BlobAnswer, BlobHead, BlobStream, ManifestFetch, RangeRead
 
 
 @dataclass(frozen=True)
@@ -49,8 +49,13 @@ def finding(
     )
 
 
-def relabel(found: list[Finding], ctx: Context) -> list[Finding]:
-    """Findings computed once for a shared object, labelled for another place that uses it."""
+def relabel_replacing_chain(found: list[Finding], ctx: Context) -> list[Finding]:
+    """Findings computed once for a shared object, labelled for another place that uses it.
+
+    Repository, reference, platform and chain all become the context's: right for an object
+    with nothing below it (a blob). `walk.relabel_extending_chain` keeps a subtree's deeper
+    chain and platforms instead.
+    """
     out = []
     for f in found:
         details = dict(f.details)
@@ -91,6 +96,14 @@ def _storage_refused(ctx: Context, desc: Descriptor, status: int, host: str,
                    "after the registry redirected there",
                    digest=desc.digest, media_type=desc.media_type, http_status=status,
                    details={"storage_host": host})
+
+
+def _refused(ctx: Context, desc: Descriptor, answer: BlobAnswer, what: str) -> list[Finding]:
+    """A blob request answered 401 or 403: the object storage's refusal, or the registry's."""
+    if answer.storage_host:
+        return [_storage_refused(ctx, desc, answer.status, answer.storage_host, what)]
+    return [_auth_or_other(ctx, answer.status, what, digest=desc.digest,
+                           media_type=desc.media_type)]
 
 
 def check_manifest(
@@ -159,11 +172,8 @@ def check_blob_head(ctx: Context, desc: Descriptor, head: BlobHead) -> list[Find
                                  "http_status": head.status}
     if head.status == 404:
         return [finding(ctx, Kind.BLOB_MISSING, "blob not found (HEAD 404)", **common)]
-    if head.status in (401, 403) and head.storage_host:
-        return [_storage_refused(ctx, desc, head.status, head.storage_host, "blob HEAD")]
     if head.status in (401, 403):
-        return [_auth_or_other(ctx, head.status, "blob HEAD", digest=desc.digest,
-                               media_type=desc.media_type)]
+        return _refused(ctx, desc, head, "blob HEAD")
     if head.status != 200:
         return [finding(ctx, Kind.BLOB_UNREADABLE, f"blob HEAD answered HTTP {head.status}",
                         **common)]
@@ -185,11 +195,8 @@ def check_last_byte(ctx: Context, desc: Descriptor, read: RangeRead) -> list[Fin
                                  "http_status": read.status}
     if read.status == 404:
         return [finding(ctx, Kind.BLOB_MISSING, "blob not found (GET 404)", **common)]
-    if read.status in (401, 403) and read.storage_host:
-        return [_storage_refused(ctx, desc, read.status, read.storage_host, "blob GET")]
     if read.status in (401, 403):
-        return [_auth_or_other(ctx, read.status, "blob GET", digest=desc.digest,
-                               media_type=desc.media_type)]
+        return _refused(ctx, desc, read, "blob GET")
     if read.status == 416:
         return [finding(ctx, Kind.SIZE_MISMATCH,
                         "registry cannot serve the blob's last byte (416): blob is shorter",
@@ -220,11 +227,8 @@ def check_blob_stream(ctx: Context, desc: Descriptor, stream: BlobStream) -> lis
                                  "http_status": stream.status}
     if stream.status == 404:
         return [finding(ctx, Kind.BLOB_MISSING, "blob not found (GET 404)", **common)]
-    if stream.status in (401, 403) and stream.storage_host:
-        return [_storage_refused(ctx, desc, stream.status, stream.storage_host, "blob GET")]
     if stream.status in (401, 403):
-        return [_auth_or_other(ctx, stream.status, "blob GET", digest=desc.digest,
-                               media_type=desc.media_type)]
+        return _refused(ctx, desc, stream, "blob GET")
     if stream.status != 200:
         return [finding(ctx, Kind.BLOB_UNREADABLE, f"blob GET answered HTTP {stream.status}",
                         **common)]

@@ -13,19 +13,14 @@ Nothing here prints: progress goes to an optional `ScanObserver`, the result is 
 from __future__ import annotations
 
 import asyncio
-import fnmatch
-import hashlib
-import os
-import re
 import time
-from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
+from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
 from dataclasses import dataclass, field
-from pathlib import Path
+from enum import StrEnum
 from typing import Any, Protocol
-from urllib.parse import parse_qsl, urljoin, urlsplit
 
-from verifier.errors import AuthRefused, IncompleteError, UsageError
+from verifier.errors import AuthRefused, IncompleteError
 from verifier.model.findings import (
     Finding,
     ImageResult,
@@ -37,225 +32,33 @@ from verifier.model.findings import (
 )
 from verifier.model.reference import ImageReference, is_valid_repository
 from verifier.registry.client import RegistryClient, RequestFailed
-from verifier.verify import RunOptions, display_reference, open_cache, run_counters
+from verifier.registry.listing import (
+    DEFAULT_MAX_PAGES,
+    PAGE_SIZE_MAX,
+    ListingError,
+    iter_pages,
+)
+from verifier.scan_failures import catalog_failure, image_failure, tag_list_failure
+from verifier.selection import (
+    Filters,
+    Shard,
+    is_valid_tag,
+    matches_any,
+    parse_shard,
+    read_repos_file,
+)
+from verifier.verify import RunOptions, display_reference, open_walker, run_counters
 from verifier.walk import Walker
 
-#: distribution answers 400 PAGINATION_NUMBER_INVALID above this.
-PAGE_SIZE_MAX = 1000
-#: A registry whose `Link` never ends must not keep us reading forever.
-DEFAULT_MAX_PAGES = 100_000
+# Filters, Shard, parse_shard and read_repos_file live in selection.py; the documented entry
+# points name them here.
+__all__ = ["CatalogStatus", "Filters", "ScanObserver", "ScanOptions", "ScanRecord", "Shard",
+           "parse_shard", "read_repos_file", "verify_registry"]
+
 #: Stop starting new work after this many images in a row could not be verified at all.
 DEFAULT_FAILURE_STREAK = 25
 #: Notes about names we skipped are capped so a hostile catalog cannot fill the report.
 MAX_NOTES = 20
-
-JOB_INDEX_ENV = "JOB_COMPLETION_INDEX"
-_GLOB_META = frozenset("*?[")
-# Tags follow the reference grammar `[\w][\w.-]{0,127}` (ASCII word characters).
-_TAG_RE = re.compile(r"^\w[\w.-]{0,127}$", re.ASCII)
-_REPO_GLOB_CHARS = re.compile(r"^[a-z0-9._/*?\[\]!-]+$")
-_TAG_GLOB_CHARS = re.compile(r"^[A-Za-z0-9_.*?\[\]!-]+$")
-# One `<target>; name=value; name="quoted, value"` entry of a Link header (RFC 8288).
-_TOKEN = r"[A-Za-z0-9!#$&+.^_`|~*-]+"
-_PARAM = rf'\s*;\s*({_TOKEN})\s*(?:=\s*("[^"]*"|[^;,\s"]*))?'
-_LINK_ENTRY = re.compile(rf"<([^>]*)>((?:{_PARAM})*)")
-_LINK_PARAM = re.compile(_PARAM)
-
-
-# --- Link headers --------------------------------------------------------------------------------
-
-
-def next_link(header: str | None) -> str | None:
-    """The target of the `rel="next"` entry of a `Link` header (RFC 8288), or None."""
-    if not header:
-        return None
-    for match in _LINK_ENTRY.finditer(header):
-        target, params = match.group(1).strip(), match.group(2)
-        for name, value in _LINK_PARAM.findall(params):
-            if name.lower() == "rel" and "next" in value.strip('"').lower().split():
-                return target
-    return None
-
-
-def resolve_link(target: str, endpoint: str) -> tuple[str, dict[str, str]]:
-    """Path and query parameters of a `Link` target, resolved against the endpoint's path.
-
-    Only the path and query are kept: the client sends them to the registry we were asked to
-    scan, so a `Link` naming another host can never receive our credentials. A target on
-    another path is refused (ValueError): following it would leave the listing being read.
-    """
-    resolved = urlsplit(urljoin(f"http://registry{endpoint}", target))
-    if resolved.path != endpoint:
-        raise ValueError(f"Link points to {resolved.path!r}, not {endpoint!r}")
-    return resolved.path, dict(parse_qsl(resolved.query, keep_blank_values=True))
-
-
-# --- filters -------------------------------------------------------------------------------------
-
-
-def is_glob(pattern: str) -> bool:
-    """True when `pattern` uses a wildcard (`*`, `?` or `[...]`), false for a plain name."""
-    return any(c in _GLOB_META for c in pattern)
-
-
-def _brackets_closed(pattern: str) -> bool:
-    # fnmatch silently treats an unclosed `[` as a literal character; a user who typed one
-    # almost certainly meant a class, so we call it a usage error instead of matching nothing.
-    i = 0
-    while i < len(pattern):
-        if pattern[i] == "[":
-            j = i + 1
-            if j < len(pattern) and pattern[j] == "!":
-                j += 1
-            if j < len(pattern) and pattern[j] == "]":
-                j += 1
-            close = pattern.find("]", j)
-            if close < 0:
-                return False
-            i = close
-        i += 1
-    return True
-
-
-def validate_repo_pattern(pattern: str, option: str = "--repo") -> str:
-    """A repository glob or name as given to `--repo`/`--exclude-repo`; UsageError if unusable."""
-    if not pattern or pattern != pattern.strip():
-        raise UsageError(f"{option} {pattern!r}: empty or surrounded by spaces")
-    if pattern.lower() != pattern:
-        raise UsageError(f"{option} {pattern!r}: repository names are lowercase")
-    if not _REPO_GLOB_CHARS.match(pattern) or not _brackets_closed(pattern):
-        raise UsageError(f"{option} {pattern!r}: not a repository name or glob "
-                         "(a-z 0-9 . _ - / and the wildcards * ? [...])")
-    if not is_glob(pattern) and not is_valid_repository(pattern):
-        raise UsageError(f"{option} {pattern!r}: not a valid repository name")
-    return pattern
-
-
-def validate_tag_pattern(pattern: str, option: str = "--tag") -> str:
-    """A tag glob as given to `--tag`/`--exclude-tag`; UsageError if unusable."""
-    if not pattern or not _TAG_GLOB_CHARS.match(pattern) or not _brackets_closed(pattern):
-        raise UsageError(f"{option} {pattern!r}: not a tag or tag glob "
-                         "(A-Z a-z 0-9 _ . - and the wildcards * ? [...])")
-    if not is_glob(pattern) and not _TAG_RE.match(pattern):
-        raise UsageError(f"{option} {pattern!r}: not a valid tag")
-    return pattern
-
-
-def read_repos_file(path: Path) -> list[str]:
-    """Names from `--repos-from FILE`: one a line; blank lines and `#` comments are skipped."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise UsageError(f"cannot read --repos-from {path}: {reason}") from None
-    names: list[str] = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        name = line.split("#", 1)[0].strip()
-        if not name:
-            continue
-        if not is_valid_repository(name):
-            raise UsageError(f"--repos-from {path}:{number}: {name!r} is not a repository name")
-        names.append(name)
-    return names
-
-
-def _matches(name: str, patterns: Iterable[str]) -> bool:
-    # fnmatchcase: `*` also crosses `/`, so `infra/*` covers `infra/a/b` (documented).
-    return any(fnmatch.fnmatchcase(name, p) for p in patterns)
-
-
-@dataclass(frozen=True)
-class Filters:
-    """Which repositories and tags a scan covers; every field is a tuple of globs."""
-
-    repos: tuple[str, ...] = ()
-    exclude_repos: tuple[str, ...] = ()
-    tags: tuple[str, ...] = ()
-    exclude_tags: tuple[str, ...] = ()
-
-    @classmethod
-    def build(cls, repos: Iterable[str] = (), exclude_repos: Iterable[str] = (),
-              tags: Iterable[str] = (), exclude_tags: Iterable[str] = ()) -> Filters:
-        """Validate every pattern (UsageError, exit 2, on the first bad one)."""
-        return cls(
-            tuple(dict.fromkeys(validate_repo_pattern(p) for p in repos)),
-            tuple(validate_repo_pattern(p, "--exclude-repo") for p in exclude_repos),
-            tuple(validate_tag_pattern(p) for p in tags),
-            tuple(validate_tag_pattern(p, "--exclude-tag") for p in exclude_tags),
-        )
-
-    @property
-    def explicit_repositories(self) -> tuple[str, ...]:
-        """Include patterns without wildcards: names scanned even without a catalog."""
-        return tuple(p for p in self.repos if not is_glob(p))
-
-    def repository_selected(self, name: str) -> bool:
-        """Included (no include patterns means everything) and not excluded."""
-        if self.repos and not _matches(name, self.repos):
-            return False
-        return not _matches(name, self.exclude_repos)
-
-    def tag_selected(self, tag: str) -> bool:
-        """Included (no include patterns means every tag) and not excluded."""
-        if self.tags and not _matches(tag, self.tags):
-            return False
-        return not _matches(tag, self.exclude_tags)
-
-    def to_dict(self) -> dict[str, list[str]]:
-        """JSON-ready form for the report."""
-        return {"repos": list(self.repos), "exclude_repos": list(self.exclude_repos),
-                "tags": list(self.tags), "exclude_tags": list(self.exclude_tags)}
-
-
-# --- sharding ------------------------------------------------------------------------------------
-
-
-def shard_of(repository: str, count: int) -> int:
-    """The shard (0..count-1) a repository belongs to: a hash stable across runs and machines.
-
-    Python's `hash()` is salted per process, so every worker would split differently; the first
-    8 bytes of the name's sha256 are the same everywhere, which is what makes N uncoordinated
-    workers cover the registry exactly once.
-    """
-    value = int.from_bytes(hashlib.sha256(repository.encode("utf-8")).digest()[:8], "big")
-    return value % count
-
-
-@dataclass(frozen=True)
-class Shard:
-    """One of `count` disjoint slices of a registry's repositories (0-based `index`)."""
-
-    index: int
-    count: int
-
-    def __contains__(self, repository: object) -> bool:
-        return isinstance(repository, str) and shard_of(repository, self.count) == self.index
-
-    def __str__(self) -> str:
-        return f"{self.index}/{self.count}"
-
-
-def parse_shard(text: str, env: Mapping[str, str] | None = None) -> Shard:
-    """`I/N` (0 <= I < N), or `auto/N` to take I from `$JOB_COMPLETION_INDEX` (Indexed Job)."""
-    index_text, sep, count_text = text.strip().partition("/")
-    if not sep or not count_text.isdigit() or int(count_text) < 1:
-        raise UsageError(f"--shard {text!r}: expected I/N, e.g. 2/8 (or auto/N)")
-    count = int(count_text)
-    if index_text == "auto":
-        environ = os.environ if env is None else env
-        index_text = environ.get(JOB_INDEX_ENV, "").strip()
-        if not index_text:
-            raise UsageError(f"--shard {text!r}: ${JOB_INDEX_ENV} is not set")
-        source = f"${JOB_INDEX_ENV}={index_text}"
-    else:
-        source = f"--shard {text}"
-    if not index_text.isdigit():
-        raise UsageError(f"{source}: the shard index must be a number")
-    index = int(index_text)
-    if index >= count:
-        raise UsageError(f"{source}: the shard index must be 0..{count - 1} (it is 0-based)")
-    return Shard(index, count)
-
 
 # --- scan options and observer -------------------------------------------------------------------
 
@@ -274,6 +77,35 @@ class ScanOptions:
     failure_streak: int = DEFAULT_FAILURE_STREAK
 
 
+class CatalogStatus(StrEnum):
+    """How far a scan read the catalog (the report's `scan.catalog`)."""
+
+    READ = "read"
+    REFUSED = "refused"
+    INCOMPLETE = "incomplete"
+    NOT_READ = "not read"
+
+
+@dataclass
+class ScanRecord:
+    """What a scan covered, kept typed while it runs; the report's `scan` section at the end."""
+
+    registry: str
+    options: ScanOptions
+    #: None until the scan has finished with the catalog (or when it never got that far).
+    catalog: CatalogStatus | None = None
+
+    def to_extra(self) -> dict[str, Any]:
+        """JSON-ready form for `report.extra["scan"]`."""
+        shard = self.options.shard
+        return {
+            "registry": self.registry,
+            "shard": str(shard) if shard else None,
+            "catalog": self.catalog.value if self.catalog else None,
+            "filters": self.options.filters.to_dict(),
+        }
+
+
 class ScanObserver(Protocol):
     """Receives progress events (the TTY display); must not block."""
 
@@ -290,99 +122,17 @@ class ScanObserver(Protocol):
         """The scan is over (also on errors)."""
 
 
-# --- paging --------------------------------------------------------------------------------------
-
-
-class ListingError(Exception):
-    """A catalog or tag listing could not be read (further); turned into a finding."""
-
-    def __init__(self, message: str, *, status: int | None = None, refused: bool = False) -> None:
-        super().__init__(message)
-        self.message = message
-        self.status = status
-        self.refused = refused
-
-
-def _smaller_page(n: int) -> int | None:
-    """The next page size to try after 400 PAGINATION_NUMBER_INVALID; None: send no `n`."""
-    return n // 2 if n > 1 else None
-
-
-async def iter_pages(client: RegistryClient, endpoint: str, key: str, *,
-                     page_size: int = PAGE_SIZE_MAX,
-                     max_pages: int = DEFAULT_MAX_PAGES) -> AsyncGenerator[list[str], None]:
-    """Yield the string lists under `key` of every page of a paginated listing.
-
-    Follows `Link: <...>; rel="next"`, asks `n` of at most 1000 (distribution answers 100
-    without it) and halves it on 400 PAGINATION_NUMBER_INVALID. A `Link` seen before, a page
-    repeating the previous one, or more than `max_pages` pages raise `ListingError`, as does
-    any answer that is not a page. RequestFailed and AuthRefused propagate.
-    """
-    size: int | None = min(page_size, PAGE_SIZE_MAX)
-    path, params = endpoint, ({"n": str(size)} if size else {})
-    visited: set[bytes] = set()
-    previous_page: bytes | None = None
-    pages = 0
-    while True:
-        # Hashes, not URLs, so the loop guard stays small even on a huge catalog.
-        url_key = hashlib.sha256(repr((path, sorted(params.items()))).encode()).digest()[:16]
-        if url_key in visited:
-            raise ListingError(f"pagination loops: Link {path}?{_query(params)} was already read")
-        visited.add(url_key)
-        page = await client.get_json(path, params)
-        if page.status == 400 and "PAGINATION_NUMBER_INVALID" in (page.error or "") and size:
-            size = _smaller_page(size)
-            params = {k: v for k, v in params.items() if k != "n"}
-            if size:
-                params["n"] = str(size)
-            continue
-        if page.status != 200:
-            codes = f" {page.error}" if page.error else ""
-            raise ListingError(f"{endpoint} answered HTTP {page.status}{codes}",
-                               status=page.status, refused=page.status in (401, 403))
-        entries = _entries(page.data, key, endpoint)
-        pages += 1
-        fingerprint = hashlib.sha256("\n".join(entries).encode()).digest()[:16]
-        if fingerprint == previous_page:
-            raise ListingError(f"pagination loops: page {pages} repeats the previous page")
-        previous_page = fingerprint
-        yield entries
-        target = next_link(page.link)
-        if target is None:
-            return
-        if pages >= max_pages:
-            raise ListingError(f"stopped after {max_pages} pages (the Link never ended)")
-        try:
-            path, params = resolve_link(target, endpoint)
-        except ValueError as exc:
-            raise ListingError(f"unusable Link header: {exc}") from None
-
-
-def _query(params: Mapping[str, str]) -> str:
-    return "&".join(f"{k}={v}" for k, v in params.items())
-
-
-def _entries(data: Any, key: str, endpoint: str) -> list[str]:
-    if not isinstance(data, dict):
-        raise ListingError(f"{endpoint} answered something that is not a JSON object")
-    value = data.get(key)
-    if value is None:  # distribution sends `"tags": null` for a repository with no tags left
-        return []
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ListingError(f"{endpoint}: {key!r} is not a list of names")
-    return value
-
-
 # --- the scan ------------------------------------------------------------------------------------
 
 
 class _Scan:
     """One run over one registry: the producer (catalog), repository workers, image tasks."""
 
-    def __init__(self, registry: str, client: RegistryClient, walker: Walker,
-                 options: ScanOptions, report: Report, observer: ScanObserver | None,
-                 deadline: float | None) -> None:
-        self.registry = registry
+    def __init__(self, record: ScanRecord, client: RegistryClient, walker: Walker,
+                 report: Report, observer: ScanObserver | None, deadline: float | None) -> None:
+        options = record.options
+        self.record = record
+        self.registry = record.registry
         self.client = client
         self.walker = walker
         self.options = options
@@ -391,7 +141,7 @@ class _Scan:
         self.deadline = deadline
         self.filters = options.filters
         self.explicit = [r for r in options.filters.explicit_repositories
-                         if not _matches(r, options.filters.exclude_repos)]
+                         if not matches_any(r, options.filters.exclude_repos)]
         self._unlisted_explicit = set(self.explicit)
         self._image_slots = asyncio.Semaphore(max(1, options.images_in_flight))
         self._failure_streak = 0
@@ -429,7 +179,7 @@ class _Scan:
                 async for name in catalog:
                     yield name
         else:
-            self.report.extra["scan"]["catalog"] = "not read"
+            self.record.catalog = CatalogStatus.NOT_READ
         for name in self.explicit:
             if name in self._unlisted_explicit and self._in_shard(name):
                 yield name
@@ -437,7 +187,7 @@ class _Scan:
     async def _catalog(self) -> AsyncGenerator[str, None]:
         counters = self.report.counters
         last: str | None = None
-        status = "read"
+        status = CatalogStatus.READ
         pages = iter_pages(self.client, "/v2/_catalog", "repositories",
                            page_size=self.options.page_size, max_pages=self.options.max_pages)
         try:
@@ -458,30 +208,13 @@ class _Scan:
                         yield name
                 if self._stopping():
                     return
-        except ListingError as exc:
-            status = "refused" if exc.refused else "incomplete"
-            self._catalog_problem(exc.message, exc.status, last)
-        except AuthRefused as exc:
-            status = "refused"
-            self._catalog_problem(f"credentials refused for the catalog: {exc}", None, last)
-        except RequestFailed as exc:
-            status = "incomplete"
-            self._catalog_problem(str(exc), exc.status, last)
+        except (ListingError, AuthRefused, RequestFailed) as exc:
+            failure = catalog_failure(self.registry, exc, last=last, explicit=len(self.explicit))
+            status = CatalogStatus.REFUSED if failure.refused else CatalogStatus.INCOMPLETE
+            self.report.add(failure.finding)
         finally:
             await pages.aclose()
-            self.report.extra["scan"]["catalog"] = status
-
-    def _catalog_problem(self, message: str, status: int | None, last: str | None) -> None:
-        where = f"after {last!r}" if last else "from the start"
-        carry = (f"; carrying on with the {len(self.explicit)} repositories named explicitly"
-                 if self.explicit else "")
-        if status in (401, 403):
-            message += " (a token needs the registry:catalog:* scope)"
-        self.report.add(Finding(
-            kind=Kind.CATALOG_INACCESSIBLE, severity=Severity.ERROR, registry=self.registry,
-            http_status=status,
-            message=f"catalog could not be read {where}: {message}{carry}",
-        ))
+            self.record.catalog = status
 
     # -- repositories -----------------------------------------------------------------------
 
@@ -527,15 +260,12 @@ class _Scan:
             async with asyncio.TaskGroup() as group:
                 try:
                     await self._spawn_images(group, repository, endpoint)
-                except ListingError as exc:
-                    self._tags_problem(repository, exc.message, exc.status, explicit_only)
-                except AuthRefused as exc:
-                    self.report.add(Finding(kind=Kind.AUTH_FAILED, severity=Severity.ERROR,
-                                            repository=repository, message=f"tag list: {exc}"))
-                except RequestFailed as exc:
-                    self.report.add(Finding(kind=Kind.REQUEST_FAILED, severity=Severity.ERROR,
-                                            repository=repository, http_status=exc.status,
-                                            message=f"tag list: {exc}"))
+                except (ListingError, AuthRefused, RequestFailed) as exc:
+                    found = tag_list_failure(repository, exc, explicit_only=explicit_only)
+                    if found is None:
+                        counters["repositories_without_tags"] += 1
+                    else:
+                        self.report.add(found)
         finally:
             # The repository is finished: its (repository, digest) verdicts can never be asked
             # for again, so keeping them would only make memory grow with the catalog.
@@ -551,7 +281,7 @@ class _Scan:
         async with aclosing(pages):
             async for page in pages:
                 for tag in page:
-                    if not _TAG_RE.match(tag):
+                    if not is_valid_tag(tag):
                         self.note(f"{repository}: tag list has {tag[:100]!r}, not a valid tag; "
                                   "skipped")
                         continue
@@ -564,23 +294,6 @@ class _Scan:
                     # become 50,000 waiting tasks.
                     await self._image_slots.acquire()
                     group.create_task(self._image(repository, tag))
-
-    def _tags_problem(self, repository: str, message: str, status: int | None,
-                      explicit_only: bool) -> None:
-        if status == 404:
-            if not explicit_only:
-                # Listed by the catalog but no tags: distribution does this for a repository
-                # holding only uploaded blobs. Nothing to pull, nothing broken.
-                self.report.counters["repositories_without_tags"] += 1
-                return
-            # Named by the user and absent: exactly what `regverify image` says for it.
-            self.report.add(Finding(kind=Kind.MANIFEST_MISSING, severity=Severity.ERROR,
-                                    repository=repository, http_status=404,
-                                    message=f"repository not found ({message})"))
-            return
-        kind = Kind.AUTH_FAILED if status in (401, 403) else Kind.REQUEST_FAILED
-        self.report.add(Finding(kind=kind, severity=Severity.ERROR, repository=repository,
-                                http_status=status, message=f"tag list: {message}"))
 
     # -- images -----------------------------------------------------------------------------
 
@@ -603,12 +316,8 @@ class _Scan:
         try:
             result = await self.walker.verify(repository, tag)
             return result.findings, result.digest
-        except AuthRefused as exc:
-            kind, message = Kind.AUTH_FAILED, str(exc)
         except IncompleteError as exc:  # unreachable mid-scan: not a verdict on the image
-            kind, message = Kind.REQUEST_FAILED, str(exc)
-        return [Finding(kind=kind, severity=Severity.ERROR, message=message,
-                        repository=repository, reference=tag)], None
+            return [image_failure(repository, tag, exc)], None
 
     def _count_failure(self, status: ImageStatus, found: list[Finding]) -> None:
         # A registry that went away would otherwise cost every remaining image its full
@@ -622,7 +331,9 @@ class _Scan:
                                 "(requests kept failing)")
 
 
-def _finalise(report: Report, walker: Walker, client: RegistryClient) -> None:
+def _finalise(report: Report, walker: Walker, client: RegistryClient,
+              record: ScanRecord) -> None:
+    report.extra["scan"] = record.to_extra()
     report.counters.update(walker.counters)
     report.counters.update(run_counters(client, walker))
     report.requests_by_code.update(client.requests_by_code)
@@ -639,25 +350,20 @@ async def verify_registry(registry: str, options: RunOptions, scan: ScanOptions 
     scan = scan or ScanOptions()
     api_host = ImageReference(registry, "x").api_host
     report = Report(mode="scan", target=registry, started_at=time.time())
-    report.extra["scan"] = {
-        "registry": registry,
-        "shard": str(scan.shard) if scan.shard else None,
-        "catalog": None,
-        "filters": scan.filters.to_dict(),
-    }
+    record = ScanRecord(registry, scan)
     started = time.monotonic()
     deadline = started + options.client.deadline if options.client.deadline else None
     async with RegistryClient(api_host, options.client, options.credentials,
                               transport=options.transport) as client:
-        walker = Walker(client, options.walk, open_cache(options))
+        walker = open_walker(client, options)
         if observer:
             observer.scan_started(lambda: client.request_count)
         try:
             await client.ping()
-            await _Scan(registry, client, walker, scan, report, observer, deadline).run()
+            await _Scan(record, client, walker, report, observer, deadline).run()
         finally:
             if observer:
                 observer.scan_finished()
-            _finalise(report, walker, client)
+            _finalise(report, walker, client, record)
     report.duration_seconds = time.monotonic() - started
     return report

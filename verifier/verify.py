@@ -1,4 +1,7 @@
-"""The core API: `verify_image` (and, later, `verify_registry`) -> `Report`. Never prints."""
+"""`verify_image` -> `Report`, and what every HTTP run shares (options, walker, cache, counters).
+
+`scan.verify_registry` builds on the same pieces for a whole registry. Never prints.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +9,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
-
-from verifier.cache import ManifestCache
+from verifier.cache import VerifiedManifestCache
 from verifier.errors import AuthRefused
 from verifier.model.findings import Finding, ImageResult, Kind, Report, Severity, image_status
 from verifier.model.reference import ImageReference
 from verifier.registry.auth import Credentials
-from verifier.registry.client import ClientOptions, RegistryClient
+from verifier.registry.client import ClientOptions, RegistryClient, Transport
 from verifier.walk import Walker, WalkOptions
 
 
@@ -24,16 +25,22 @@ class RunOptions:
     client: ClientOptions = field(default_factory=ClientOptions)
     walk: WalkOptions = field(default_factory=WalkOptions)
     credentials: Credentials | None = None
-    transport: httpx.AsyncBaseTransport | None = None
+    transport: Transport | None = None
     #: `--cache-dir`: manifests kept across runs (verifier/cache.py).
     cache_dir: Path | None = None
 
 
-def open_cache(options: RunOptions) -> ManifestCache | None:
+def open_cache(options: RunOptions) -> VerifiedManifestCache | None:
     """The run's manifest cache, when `--cache-dir` was given (UsageError if unusable)."""
     if options.cache_dir is None:
         return None
-    return ManifestCache(options.cache_dir, options.client.max_manifest_bytes)
+    return VerifiedManifestCache(options.cache_dir, options.client.max_manifest_bytes)
+
+
+def open_walker(client: RegistryClient, options: RunOptions) -> Walker:
+    """The run's `Walker`, with its cache and the manifest size cap the client applies."""
+    return Walker(client, options.walk, open_cache(options),
+                  max_manifest_bytes=options.client.max_manifest_bytes)
 
 
 def run_counters(client: RegistryClient, walker: Walker) -> dict[str, int]:
@@ -57,7 +64,7 @@ async def verify_image(ref: ImageReference, options: RunOptions) -> Report:
     started = time.monotonic()
     async with RegistryClient(ref.api_host, options.client, options.credentials,
                               transport=options.transport) as client:
-        walker = Walker(client, options.walk, open_cache(options))
+        walker = open_walker(client, options)
         digest = ref.digest
         try:
             await client.ping()

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
-from verifier.cache import ManifestCache
+from verifier.cache import VerifiedManifestCache
 from verifier.checks import (
     Context,
     check_blob_head,
@@ -23,11 +23,18 @@ from verifier.checks import (
     check_manifest,
     check_range_probe,
     finding,
-    relabel,
+    relabel_replacing_chain,
 )
 from verifier.model.findings import Finding, Kind, Severity
-from verifier.model.manifest import Descriptor, ImageIndex, ImageManifest, Schema1Manifest
-from verifier.registry.client import ManifestFetch, RegistryClient, RequestFailed
+from verifier.model.manifest import (
+    DEFAULT_MAX_MANIFEST_BYTES,
+    Descriptor,
+    ImageIndex,
+    ImageManifest,
+    Schema1Manifest,
+)
+from verifier.registry.answers import ManifestFetch
+from verifier.registry.client import RegistryClient, RequestFailed
 
 MAX_INDEX_DEPTH = 8
 
@@ -69,10 +76,13 @@ class Walker:
     """Verifies references against one registry, sharing work across the whole run."""
 
     def __init__(self, client: RegistryClient, options: WalkOptions | None = None,
-                 cache: ManifestCache | None = None) -> None:
+                 cache: VerifiedManifestCache | None = None, *,
+                 max_manifest_bytes: int = DEFAULT_MAX_MANIFEST_BYTES) -> None:
         self.client = client
         self.options = options or WalkOptions()
         self.cache = cache
+        #: The client's manifest size cap, named in the finding for a manifest over it.
+        self.max_manifest_bytes = max_manifest_bytes
         self.counters: Counter[str] = Counter()
         self._blobs: dict[tuple[str, str], asyncio.Task[list[Finding]]] = {}
         self._manifests: dict[tuple[str, str], asyncio.Task[list[Finding]]] = {}
@@ -103,7 +113,7 @@ class Walker:
             fetch, cached = await self._fetch_manifest(repository, ref, requested)
             found, manifest, digest = check_manifest(
                 ctx, fetch, requested_digest=requested, expected=None,
-                max_bytes=self.client.options.max_manifest_bytes,
+                max_bytes=self.max_manifest_bytes,
             )
             if not cached:
                 self._remember(fetch, manifest, found)
@@ -157,7 +167,7 @@ class Walker:
             base = Context(repository, ctx.reference)
             task = asyncio.ensure_future(self._walk_body(base, repository, manifest, ancestors))
             self._manifests[key] = task
-        return relabel_all(await task, ctx)
+        return relabel_extending_chain(await task, ctx)
 
     async def _walk_body(self, ctx: Context, repository: str,
                          manifest: ImageIndex | ImageManifest | Schema1Manifest,
@@ -194,7 +204,7 @@ class Walker:
             fetch, cached = await self._fetch_manifest(repository, child.digest, child.digest)
             found, manifest, _ = check_manifest(
                 cctx, fetch, requested_digest=child.digest, expected=child,
-                max_bytes=self.client.options.max_manifest_bytes,
+                max_bytes=self.max_manifest_bytes,
             )
             if not cached:
                 self._remember(fetch, manifest, found)
@@ -228,7 +238,7 @@ class Walker:
             base = Context(repository, ctx.reference)
             task = asyncio.ensure_future(self._check_blob_once(base, repository, desc))
             self._blobs[key] = task
-        return relabel(await task, ctx)
+        return relabel_replacing_chain(await task, ctx)
 
     async def _check_blob_once(self, ctx: Context, repository: str,
                                desc: Descriptor) -> list[Finding]:
@@ -255,12 +265,16 @@ class Walker:
         return await self._guard(ctx, "blob check", desc.digest, run)
 
 
-def relabel_all(found: list[Finding], ctx: Context) -> list[Finding]:
-    """Relabel a subtree's findings for the context that reached it, keeping deeper chains."""
+def relabel_extending_chain(found: list[Finding], ctx: Context) -> list[Finding]:
+    """Relabel a subtree's findings for the context that reached it, keeping deeper chains.
+
+    Each finding's own chain (the steps below the subtree's root) is put after the context's,
+    and a platform found deeper is kept; `checks.relabel_replacing_chain` replaces both.
+    """
     out = []
     for f in found:
         chain = list(ctx.chain) + list(f.details.get("chain", []))
         platform = f.platform or ctx.platform
-        out.append(relabel([f], Context(ctx.repository, ctx.reference, platform,
-                                         tuple(chain)))[0])
+        out.append(relabel_replacing_chain(
+            [f], Context(ctx.repository, ctx.reference, platform, tuple(chain)))[0])
     return out

@@ -1,1 +1,1 @@
-"""The Distribution API client: the only code that speaks HTTP (httpx, tenacity, aiohttp)."""
+"""The Distribution API client: the only code that speaks HTTP (httpx, aiohttp)."""

@@ -1,31 +1,29 @@
 """RegistryClient: the one place that talks HTTP to a registry (Distribution v2 / OCI API).
 
-Every request goes through `_exchange`: bounded concurrency, optional rate limit, retries with
-backoff for what is temporary (connection errors, timeouts, 408/429/502/503/504, bodies cut short)
-and never for a definite answer. Results are plain records; judging them is `checks.py`'s job.
+Every request goes through `_exchange`: bounded concurrency, optional rate limit, and the retry
+loop of `retry.py`, which retries what is temporary (connection errors, timeouts,
+408/429/502/503/504, bodies cut short) and never a definite answer. Results are the plain records
+of `answers.py`; judging them is `checks.py`'s job. Paging through listings is `listing.py`'s.
 """
 
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import hashlib
-import random
 import ssl
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import httpx
-from tenacity import AsyncRetrying, RetryCallState, RetryError, retry_if_exception_type
 
-from verifier.errors import IncompleteError, RegistryUnreachable, UsageError
+from verifier.errors import RegistryUnreachable, UsageError
 from verifier.model.manifest import ACCEPT, DEFAULT_MAX_MANIFEST_BYTES
+from verifier.registry.answers import BlobHead, BlobStream, JsonPage, ManifestFetch, RangeRead
 from verifier.registry.auth import Credentials, RegistryAuth, TokenServiceUnavailable
 from verifier.registry.bodies import (
     SMALL_BODY,
@@ -38,8 +36,17 @@ from verifier.registry.bodies import (
     raw_chunks,
     read_capped,
 )
+from verifier.registry.retry import (
+    CutShort,
+    RequestFailed,
+    RetryPolicy,
+    Transient,
+    is_decimal,
+    transient_status,
+)
 
-RETRYABLE_STATUS = frozenset({408, 429, 502, 503, 504})
+__all__ = ["ClientOptions", "RegistryClient", "RequestFailed", "Transport"]
+
 REDIRECT_STATUS = frozenset({301, 302, 303, 307, 308})
 #: Redirects followed for one request (a blob GET is one hop to object storage, at most two).
 MAX_REDIRECTS = 10
@@ -52,16 +59,6 @@ MAX_JSON_BYTES = 16 * 1024 * 1024
 #: forever.
 STREAM_MIN_RATE = 64 * 1024
 T = TypeVar("T")
-
-
-class RequestFailed(IncompleteError):
-    """A request that kept failing transiently until the retries or the deadline ran out."""
-
-    def __init__(self, message: str, *, method: str, url: str, status: int | None) -> None:
-        super().__init__(message)
-        self.method = method
-        self.url = url
-        self.status = status
 
 
 @dataclass(frozen=True)
@@ -81,76 +78,6 @@ class ClientOptions:
     backoff_max: float = 20.0
 
 
-@dataclass(frozen=True)
-class ManifestFetch:
-    """What a manifest GET answered; `body` is empty when `too_large`."""
-
-    status: int
-    body: bytes = b""
-    content_type: str | None = None
-    digest_header: str | None = None
-    content_length: int | None = None
-    too_large: bool = False
-    error_codes: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class BlobHead:
-    """What a blob HEAD answered."""
-
-    status: int
-    content_length: int | None = None
-    digest_header: str | None = None
-    #: host[:port] that answered when a redirect left the registry (object storage).
-    storage_host: str | None = None
-
-
-@dataclass(frozen=True)
-class RangeRead:
-    """What a ranged GET of a blob's last byte answered, and how many bytes really came."""
-
-    status: int
-    received: int = 0
-    declared_length: int | None = None
-    total_size: int | None = None
-    truncated: bool = False
-    #: distribution sends Docker-Content-Digest on blob GETs too, so one ranged GET answers
-    #: everything a HEAD does.
-    digest_header: str | None = None
-    #: host[:port] that answered when a redirect left the registry (object storage).
-    storage_host: str | None = None
-
-
-@dataclass(frozen=True)
-class BlobStream:
-    """A full streamed read of a blob: status, bytes that came, their sha256."""
-
-    status: int
-    size: int = 0
-    digest: str | None = None
-    declared_length: int | None = None
-    truncated: bool = False
-    #: host[:port] that answered when a redirect left the registry (object storage).
-    storage_host: str | None = None
-
-
-@dataclass(frozen=True)
-class JsonPage:
-    """A JSON API page (catalog, tags) with its `Link` header."""
-
-    status: int
-    data: Any = None
-    link: str | None = None
-    error: str | None = None
-
-
-@dataclass
-class _Attempt:
-    retry_after: float | None = None
-    last_status: int | None = None
-    last_error: str | None = None
-
-
 @dataclass
 class _RateLimiter:
     rate: float
@@ -163,48 +90,6 @@ class _RateLimiter:
             if self._next > now:
                 await asyncio.sleep(self._next - now)
             self._next = max(now, self._next) + 1.0 / self.rate
-
-
-def _retryable_of(state: RetryCallState | Future[Any]) -> _Retryable:
-    """The `_Retryable` a failed attempt raised (the only exception tenacity retries)."""
-    outcome = state.outcome if isinstance(state, RetryCallState) else state
-    assert outcome is not None
-    failed = outcome.exception()
-    assert isinstance(failed, _Retryable)
-    return failed
-
-
-class _Retryable(Exception):
-    """Internal: this attempt failed in a way worth another try."""
-
-    def __init__(self, reason: str, *, status: int | None = None,
-                 retry_after: float | None = None, result: object = None) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.status = status
-        self.retry_after = retry_after
-        self.result = result
-
-
-def _is_decimal(text: str) -> bool:
-    # str.isdigit() also accepts "²" and other Unicode digits that int() refuses: a header
-    # decoded as latin-1 must not crash the client.
-    return text.isascii() and text.isdigit()
-
-
-def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
-    """`Retry-After` as seconds from now: either delta-seconds or an HTTP date."""
-    if not value:
-        return None
-    value = value.strip()
-    if _is_decimal(value):
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    current = time.time() if now is None else now
-    return max(0.0, when.timestamp() - current)
 
 
 def _printable(text: str, limit: int = 64) -> str:
@@ -225,7 +110,7 @@ def _error_codes(body: bytes) -> tuple[str, ...]:
 
 def _int_header(response: httpx.Response, name: str) -> int | None:
     value = response.headers.get(name)
-    if value is None or not _is_decimal(value.strip()):
+    if value is None or not is_decimal(value.strip()):
         return None
     return int(value)
 
@@ -235,7 +120,7 @@ def _content_range_total(value: str | None) -> int | None:
     if not value or "/" not in value:
         return None
     total = value.rsplit("/", 1)[1].strip()
-    return int(total) if _is_decimal(total) else None
+    return int(total) if is_decimal(total) else None
 
 
 def _ssl_error(exc: BaseException) -> ssl.SSLError | None:
@@ -304,6 +189,9 @@ def _ssl_context(options: ClientOptions) -> ssl.SSLContext:
 
 
 Origin = tuple[str, str, int | None]
+#: What a caller may hand the client to carry its requests instead of aiohttp (tests inject an
+#: in-memory one); named here so that callers need not import httpx.
+Transport = httpx.AsyncBaseTransport
 
 
 def origin_of(url: httpx.URL) -> Origin:
@@ -346,7 +234,7 @@ class RegistryClient:
         options: ClientOptions | None = None,
         credentials: Credentials | None = None,
         *,
-        transport: httpx.AsyncBaseTransport | None = None,
+        transport: Transport | None = None,
     ) -> None:
         self.host = host
         self.options = options or ClientOptions()
@@ -386,7 +274,10 @@ class RegistryClient:
         )
         self._slots = asyncio.Semaphore(self.options.concurrency)
         self._limiter = _RateLimiter(self.options.max_rps) if self.options.max_rps else None
-        self._started = time.monotonic()
+        self.retry = RetryPolicy(retries=self.options.retries,
+                                 backoff_base=self.options.backoff_base,
+                                 backoff_max=self.options.backoff_max,
+                                 deadline=self.options.deadline)
 
     async def __aenter__(self) -> RegistryClient:
         return self
@@ -406,26 +297,11 @@ class RegistryClient:
 
     # -- the one exchange loop -------------------------------------------------------------
 
-    def _backoff(self, attempt: int, retry_after: float | None, *, quick: bool = False) -> float:
-        if retry_after is not None:
-            return min(retry_after, self.options.backoff_max * 3)
-        # A body cut short after good headers is what a warm-cache missing blob looks like on
-        # every attempt: retry it as often (a flaky proxy must not make a false verdict) but
-        # without the long waits meant for an overloaded registry.
-        base = self.options.backoff_base / 5 if quick else self.options.backoff_base
-        ceiling = min(self.options.backoff_max, base * (2 ** (attempt - 1)))
-        return random.uniform(ceiling / 2, ceiling)
-
-    def _deadline_left(self) -> float | None:
-        if self.options.deadline is None:
-            return None
-        return self.options.deadline - (time.monotonic() - self._started)
-
     async def _exchange(
         self,
         method: str,
         url: str,
-        handle: Callable[[httpx.Response], Awaitable[T]],
+        handle: Callable[[httpx.Response], Awaitable[T | CutShort[T]]],
         *,
         headers: dict[str, str] | None = None,
         params: dict[str, str] | None = None,
@@ -437,85 +313,30 @@ class RegistryClient:
         what is left of the deadline: httpx's timeout is per read, so a server trickling one
         byte at a time would otherwise hold a request open forever.
         """
-        attempts = self.options.retries + 1
-        left = self._deadline_left()
-        if left is not None and left <= 0:
-            raise RequestFailed(
-                f"{method} {url} not sent: deadline exceeded before the request was sent",
-                method=method, url=url, status=None,
-            )
-
-        try:
-            # Most requests succeed at once: send the first attempt before building the retry
-            # machinery (~25 µs a request). A failure is replayed as tenacity's first
-            # attempt, so waits, stops and attempt numbers are exactly as if it had sent it.
+        async def attempt() -> T | CutShort[T]:
             return await self._attempt_bounded(method, url, handle, headers, params, budget)
-        except _Retryable as exc:
-            replay: list[_Retryable] = [exc]
 
-        def wait(state: RetryCallState) -> float:
-            failed = _retryable_of(state)
-            # A body cut short after good headers is the registry's steady answer for a
-            # warm-cache missing blob: retry it as often, without the long waits.
-            return self._backoff(state.attempt_number, failed.retry_after,
-                                 quick=failed.result is not None)
-
-        def stop(state: RetryCallState) -> bool:
-            if state.attempt_number >= attempts:
-                return True
-            left = self._deadline_left()
-            return left is not None and (state.upcoming_sleep or 0.0) >= left
-
-        retrying = AsyncRetrying(
-            retry=retry_if_exception_type(_Retryable),
-            wait=wait,
-            stop=stop,
-            # Looked up at call time, so tests can record the waits instead of sleeping them.
-            sleep=lambda delay: asyncio.sleep(delay),
-        )
-        try:
-            async for attempt in retrying:
-                with attempt:
-                    if replay:
-                        raise replay.pop()
-                    return await self._attempt_bounded(method, url, handle, headers, params,
-                                                       budget)
-        except RetryError as exc:
-            last = _retryable_of(exc.last_attempt)
-            tried = exc.last_attempt.attempt_number
-        else:  # pragma: no cover - the loop above always returns or raises
-            raise AssertionError("retry loop ended without an outcome")
-        if last.result is not None:
-            # A persistent answer that looked transient (a body cut short every time): that is
-            # the registry's real behaviour, so hand it back for the checks to judge.
-            return last.result  # type: ignore[return-value]
-        raise RequestFailed(
-            f"{method} {url} failed after {tried} attempts: "
-            f"{last.reason}",
-            method=method,
-            url=url,
-            status=last.status,
-        )
+        return await self.retry.run(attempt, method=method, url=url)
 
     async def _attempt_bounded(
         self,
         method: str,
         url: str,
-        handle: Callable[[httpx.Response], Awaitable[T]],
+        handle: Callable[[httpx.Response], Awaitable[T | CutShort[T]]],
         headers: dict[str, str] | None,
         params: dict[str, str] | None,
         budget: float | None,
-    ) -> T:
+    ) -> T | CutShort[T]:
         """One attempt, headers and body, within the budget and what is left of the deadline."""
         async with self._slots:
             if self._limiter:
                 await self._limiter.wait()
-            limit = _smallest(budget, self._deadline_left())
+            limit = _smallest(budget, self.retry.deadline_left())
             try:
                 async with asyncio.timeout(limit):
                     return await self._attempt(method, url, handle, headers, params)
             except TimeoutError:
-                raise _Retryable(
+                raise Transient(
                     f"no complete answer within {limit:.1f}s" if limit is not None
                     else "timed out"
                 ) from None
@@ -524,16 +345,16 @@ class RegistryClient:
         self,
         method: str,
         url: str,
-        handle: Callable[[httpx.Response], Awaitable[T]],
+        handle: Callable[[httpx.Response], Awaitable[T | CutShort[T]]],
         headers: dict[str, str] | None,
         params: dict[str, str] | None,
-    ) -> T:
+    ) -> T | CutShort[T]:
         self.requests_by_kind[_request_kind(url)] += 1
         try:
             response = await self._send(method, url, headers, params)
         except TokenServiceUnavailable as exc:
-            raise _Retryable(exc.message, status=exc.status,
-                             retry_after=exc.retry_after) from None
+            raise Transient(exc.message, status=exc.status,
+                            retry_after=exc.retry_after) from None
         except _HopFailed as failed:
             self.requests_by_code["error"] += 1
             tls = _ssl_error(failed.error)
@@ -544,21 +365,19 @@ class RegistryClient:
                 raise RequestFailed(f"{method} {url}: {failed.error}", method=method, url=url,
                                     status=None) from None
             error = failed.error
-            raise _Retryable(f"{type(error).__name__}: {error}".rstrip(": ")) from None
+            raise Transient(f"{type(error).__name__}: {error}".rstrip(": ")) from None
         try:
-            if response.status_code in RETRYABLE_STATUS:
-                raise _Retryable(
-                    f"HTTP {response.status_code}",
-                    status=response.status_code,
-                    retry_after=parse_retry_after(response.headers.get("retry-after")),
-                )
+            transient = transient_status(response.status_code,
+                                         response.headers.get("retry-after"))
+            if transient is not None:
+                raise transient
             return await handle(response)
         except (httpx.TransportError, BodyDecodingError) as exc:
             # The headers came but the body stalled past the read timeout, or cannot be decoded
             # (a `Content-Encoding` that lies): transient as far as we can tell, never a verdict.
-            raise _Retryable(f"{type(exc).__name__} while reading the body") from None
+            raise Transient(f"{type(exc).__name__} while reading the body") from None
         except BodyCutShort as exc:
-            raise _Retryable(exc.reason) from None
+            raise Transient(exc.reason) from None
         finally:
             await response.aclose()
 
@@ -681,7 +500,7 @@ class RegistryClient:
                 return ManifestFetch(status, too_large=True, **common)
             # Content-Length counts the bytes as sent (encoded, if they were).
             if declared is not None and received != declared:
-                raise _Retryable(f"manifest body cut short ({received} of {declared} bytes)")
+                raise Transient(f"manifest body cut short ({received} of {declared} bytes)")
             return ManifestFetch(status, body=body, **common)
 
         return await self._exchange(
@@ -719,7 +538,7 @@ class RegistryClient:
 
     async def read_last_byte(self, repository: str, digest: str, size: int) -> RangeRead:
         """GET `bytes=size-1-size-1` and count the bytes that really arrive."""
-        async def handle(response: httpx.Response) -> RangeRead:
+        async def handle(response: httpx.Response) -> RangeRead | CutShort[RangeRead]:
             status = response.status_code
             declared = _int_header(response, "content-length")
             total = _content_range_total(response.headers.get("content-range"))
@@ -735,9 +554,9 @@ class RegistryClient:
                     if received > limit:
                         break
             except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
-                result = RangeRead(status, received, declared, total, truncated=True,
-                                   digest_header=digest_header, storage_host=storage)
-                raise _Retryable(f"body cut short: {type(exc).__name__}", result=result) from None
+                return CutShort(f"body cut short: {type(exc).__name__}",
+                                RangeRead(status, received, declared, total, truncated=True,
+                                          digest_header=digest_header, storage_host=storage))
             if status not in (200, 206):
                 received = 0
             return RangeRead(status, received, declared, total, digest_header=digest_header,
@@ -760,7 +579,7 @@ class RegistryClient:
         A `Content-Encoding` the server applied anyway is decoded as it streams: the hash and
         the size are of the blob, not of its transfer encoding.
         """
-        async def handle(response: httpx.Response) -> BlobStream:
+        async def handle(response: httpx.Response) -> BlobStream | CutShort[BlobStream]:
             status = response.status_code
             declared = _int_header(response, "content-length")
             storage = self.storage_host(response)
@@ -780,9 +599,9 @@ class RegistryClient:
                 else:
                     decoder.finish()
             except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
-                result = BlobStream(status, size, None, declared, truncated=True,
-                                    storage_host=storage)
-                raise _Retryable(f"body cut short: {type(exc).__name__}", result=result) from None
+                return CutShort(f"body cut short: {type(exc).__name__}",
+                                BlobStream(status, size, None, declared, truncated=True,
+                                           storage_host=storage))
             return BlobStream(status, size, "sha256:" + hasher.hexdigest(), declared,
                               storage_host=storage)
 
