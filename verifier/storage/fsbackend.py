@@ -78,6 +78,11 @@ class FsBackend:
 
     def _make_parents(self, rel: str) -> str:
         """Create the folders on the way to `rel` (never through a symlink); return the last."""
+        try:
+            os.makedirs(self.root, 0o755, exist_ok=True)  # the root itself is the user's
+        except OSError as exc:
+            raise ObjectError(f"{self.location}: cannot create the root folder: "
+                              f"{exc.strerror or exc}", rel) from None
         current = self.root
         for part in rel.split("/")[:-1]:
             current = os.path.join(current, part)
