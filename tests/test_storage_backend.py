@@ -564,6 +564,7 @@ def test_boto3_is_imported_only_when_an_s3_backend_is_made() -> None:
     code = ("import sys, verifier.cli.main, verifier.storage.s3backend, "
             "verifier.storage.fsbackend, verifier.storage.parallel; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('boto3', 'botocore')))")
+    tree = str(Path(__file__).resolve().parents[1])
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True, env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+                         check=True, env={**os.environ, "PYTHONPATH": tree})
     assert out.stdout.strip() == "[]"
