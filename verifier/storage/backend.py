@@ -69,7 +69,7 @@ class StorageBackend(Protocol):
     location: str
 
     def list_folder(self, path: str) -> Listing:
-        """One level below `path` (a folder path, no trailing slash; "" for the root)."""
+        """One level below `path` (a folder path, see `folder_path`; "" for the root)."""
         ...
 
     def walk(self, path: str) -> Iterator[StoredObject]:

@@ -10,7 +10,6 @@ module that imports boto3, and only when a backend is made, so start-up never pa
 from __future__ import annotations
 
 import re
-import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -143,7 +142,6 @@ class S3Backend:
             raise UsageError(f"{self.location}: cannot set up the S3 client "
                              f"({type(exc).__name__})") from None
         self._bucket_checked = False
-        self._lock = threading.Lock()
 
     # --- errors -----------------------------------------------------------------------------
 
@@ -183,6 +181,8 @@ class S3Backend:
         if code in _CREDENTIAL_CODES:
             return StorageUnavailable(f"{self.location}: the storage refused the AWS "
                                       f"credentials ({code})")
+        # Without s3:ListBucket, S3 answers 403 even for a missing key: the storage cannot be
+        # read as needed, so this too is storage-wide.
         if code in _DENIED_CODES or status == 403:
             return StorageUnavailable(f"{self.location}: access denied ({what} "
                                       f"{path or '/'}: {code})")
@@ -211,8 +211,7 @@ class S3Backend:
                 raise
 
         self._call("check bucket", "", head)
-        with self._lock:
-            self._bucket_checked = True
+        self._bucket_checked = True  # a race only costs a second HeadBucket
 
     # --- listing ----------------------------------------------------------------------------
 
