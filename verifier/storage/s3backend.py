@@ -162,13 +162,13 @@ class S3Backend:
                 f"({type(exc).__name__})") from None
         except exc_mod.ReadTimeoutError:
             raise StorageUnavailable(f"{self.location}: the S3 endpoint {self._endpoint} did not "
-                                     f"answer in time ({what} {path or '/'})") from None
+                                     f"answer in time ({what} {_shown(path) or '/'})") from None
         except (exc_mod.NoCredentialsError, exc_mod.PartialCredentialsError):
             raise StorageUnavailable(
                 f"{self.location}: no usable AWS credentials found (environment, shared "
                 "config/credentials files, container or instance role)") from None
         except exc_mod.BotoCoreError as exc:
-            raise StorageUnavailable(f"{self.location}: {what} {path or '/'} failed "
+            raise StorageUnavailable(f"{self.location}: {what} {_shown(path) or '/'} failed "
                                      f"({type(exc).__name__})") from None
 
     def _client_error(self, exc: Any, what: str, path: str) -> Exception:
@@ -185,11 +185,11 @@ class S3Backend:
         # read as needed, so this too is storage-wide.
         if code in _DENIED_CODES or status == 403:
             return StorageUnavailable(f"{self.location}: access denied ({what} "
-                                      f"{path or '/'}: {code})")
+                                      f"{_shown(path) or '/'}: {code})")
         if status is not None and status < 500 and code not in ("SlowDown", "Throttling"):
-            return ObjectError(f"{self.location}: {what} {path or '/'}: {code} (HTTP {status})",
-                               path)
-        return StorageUnavailable(f"{self.location}: {what} {path or '/'}: {code} "
+            return ObjectError(f"{self.location}: {what} {_shown(path) or '/'}: {code} "
+                               f"(HTTP {status})", path)
+        return StorageUnavailable(f"{self.location}: {what} {_shown(path) or '/'}: {code} "
                                   f"(HTTP {status}) after retries")
 
     @staticmethod
