@@ -16,24 +16,29 @@ import typer
 
 from verifier.cli.options import (
     MetricsTarget,
+    ObjectStore,
     RegistryOpt,
     ReportTarget,
     StoragePath,
     Verbose,
     metrics_options,
+    object_store_options,
     report_options,
     with_groups,
 )
 from verifier.cli.runner import run_report
+from verifier.cli.storage_target import (
+    S3_SCHEME,
+    is_object_location,
+    local_only,
+    open_bucket,
+    open_storage,
+    quarantine_key,
+)
+from verifier.errors import UsageError
 from verifier.model.findings import Report
 from verifier.output.prometheus.metrics import Identity
 from verifier.storage.defaults import DEFAULT_MAX_ORPHAN_SHARE
-from verifier.storage.layout import (
-    StorageLayout,
-    check_registry_names,
-    detect_layout,
-    select_registries,
-)
 
 if TYPE_CHECKING:
     from verifier.storage.records import ProgressFn
@@ -43,7 +48,7 @@ if TYPE_CHECKING:
 
 fs_app = typer.Typer(
     name="fs",
-    help="Filesystem mode: scan distribution's storage on the registry host, repair safely.",
+    help="Storage mode: scan distribution's storage (a local folder or s3://), repair safely.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -84,21 +89,15 @@ def _progress() -> ProgressFn | None:
     return show
 
 
-def _layout(path: Path, registry: list[str] | None, proxy_cache: list[str] | None) -> StorageLayout:
-    """Detect the layout, check every name given, then narrow it to ``--registry``."""
-    layout = detect_layout(path)
-    check_registry_names(layout, proxy_cache or [], "--proxy-cache")
-    return select_registries(layout, registry or [])
-
-
 @fs_app.command("scan")
-@with_groups(report=report_options, metrics=metrics_options)
+@with_groups(store=object_store_options, report=report_options, metrics=metrics_options)
 def scan_command(
     path: StoragePath,
     *,
     registry: RegistryOpt = None,
     proxy_cache: ProxyCacheOpt = None,
     verify_digests: VerifyDigests = False,
+    store: ObjectStore,
     report: ReportTarget,
     verbose: Verbose = False,
     metrics: MetricsTarget,
@@ -109,16 +108,19 @@ def scan_command(
         from verifier.storage.records import StorageScanOptions as ScanOptions
         from verifier.storage.scan import scan_storage
 
-        layout = _layout(path, registry, proxy_cache)
+        if is_object_location(path):
+            local_only({"--verify-digests": verify_digests})
+        opened = open_storage(path, store, registry, proxy_cache)
         options = ScanOptions(verify_digests, frozenset(proxy_cache or []))
-        return scan_storage(layout, options, _progress() if verify_digests else None).report
+        return scan_storage(opened.layout, options, _progress() if verify_digests else None,
+                            reader=opened.reader).report
 
     run_report(body, report.fmt, report.output, verbose,
                metrics.output(Identity(str(path), "fs-scan")))
 
 
 @fs_app.command("fix")
-@with_groups(report=report_options, metrics=metrics_options)
+@with_groups(store=object_store_options, report=report_options, metrics=metrics_options)
 def fix_command(
     path: StoragePath,
     *,
@@ -126,12 +128,13 @@ def fix_command(
     proxy_cache: ProxyCacheOpt = None,
     verify_digests: VerifyDigests = False,
     quarantine: Annotated[
-        Path | None,
+        str | None,
         typer.Option(
             "--quarantine",
-            metavar="DIR",
-            help="Where moved links go, one folder per run "
-            "[default: <parent of PATH>/.regverify-quarantine].",
+            metavar="DIR|s3://BUCKET/PREFIX",
+            help="Where moved links go, one folder per run [default: <parent of "
+            "PATH>/.regverify-quarantine; for s3://BUCKET/PREFIX: "
+            "s3://BUCKET/PREFIX-regverify-quarantine].",
         ),
     ] = None,
     relink_index_children: Annotated[
@@ -163,6 +166,7 @@ def fix_command(
             help="Refuse when a registry has a larger share of orphan layer links.",
         ),
     ] = DEFAULT_MAX_ORPHAN_SHARE,
+    store: ObjectStore,
     report: ReportTarget,
     verbose: Verbose = False,
     metrics: MetricsTarget,
@@ -173,12 +177,29 @@ def fix_command(
         from verifier.storage.records import StorageScanOptions as ScanOptions
         from verifier.storage.repair import FixOptions, fix_storage
 
-        layout = _layout(path, registry, proxy_cache)
+        scan_options = ScanOptions(verify_digests, frozenset(proxy_cache or []))
+        if is_object_location(path):
+            from verifier.storage.objectfix import fix_object_storage
+            from verifier.storage.objectrepair import ObjectFixOptions
+
+            local_only({"--verify-digests": verify_digests,
+                        "--relink-index-children": relink_index_children,
+                        "--relink-layers": relink_layers})
+            opened = open_storage(path, store, registry, proxy_cache)
+            assert opened.objects is not None
+            objects = opened.objects
+            fix = ObjectFixOptions(quarantine_key(quarantine, objects), force, max_orphan_share)
+            return fix_object_storage(objects.backend, objects.bucket, objects.prefix,
+                                      opened.layout, scan_options, fix, workers=store.workers)
+        if quarantine is not None and is_object_location(quarantine):
+            raise UsageError(f"--quarantine {quarantine}: a local storage is fixed into a "
+                             "local quarantine folder")
         return fix_storage(
-            layout,
-            ScanOptions(verify_digests, frozenset(proxy_cache or [])),
+            open_storage(path, store, registry, proxy_cache).layout,
+            scan_options,
             FixOptions(
-                quarantine, relink_index_children, force, max_orphan_share, relink_layers
+                Path(quarantine) if quarantine is not None else None,
+                relink_index_children, force, max_orphan_share, relink_layers,
             ),
             _progress() if verify_digests else None,
         )
@@ -188,14 +209,15 @@ def fix_command(
 
 
 @fs_app.command("restore")
-@with_groups(report=report_options)
+@with_groups(store=object_store_options, report=report_options)
 def restore_command(
     run_dir: Annotated[
-        Path,
+        str,
         typer.Argument(
-            metavar="DIR",
+            metavar="DIR|s3://BUCKET/PREFIX",
             help="The --quarantine folder of fs fix (every run in it, newest first) or one "
-            "run folder in it (holds journal.jsonl).",
+            "run folder in it (holds journal.jsonl); in object storage, the quarantine "
+            "prefix or one run's prefix.",
             show_default=False,
         ),
     ],
@@ -207,10 +229,23 @@ def restore_command(
             help="Only this run folder of the quarantine folder (its name).",
         ),
     ] = None,
+    store: ObjectStore,
     report: ReportTarget,
     verbose: Verbose = False,
 ) -> None:
     """Put back everything `fs fix` moved or created, from its journals; says how many."""
-    from verifier.storage.repair import restore_quarantine
 
-    run_report(lambda: restore_quarantine(run_dir, run), report.fmt, report.output, verbose)
+    def body() -> Report:
+        if is_object_location(run_dir):
+            from verifier.storage.objectrepair import ObjectRestoreOptions, restore_objects
+
+            objects = open_bucket(run_dir, store)
+            if not objects.prefix:
+                raise UsageError(f"{run_dir}: name the quarantine prefix "
+                                 f"({S3_SCHEME}BUCKET/PREFIX-regverify-quarantine) or a run in it")
+            return restore_objects(objects.bucket, objects.prefix, ObjectRestoreOptions(run=run))
+        from verifier.storage.repair import restore_quarantine
+
+        return restore_quarantine(Path(run_dir), run)
+
+    run_report(body, report.fmt, report.output, verbose)

@@ -18,22 +18,24 @@ import typer
 
 from verifier.cli.options import (
     MetricsTarget,
+    ObjectStore,
     RegistryOpt,
     ReportTarget,
     StoragePath,
     Verbose,
     metrics_options,
+    object_store_options,
     report_options,
     with_groups,
 )
 from verifier.cli.runner import run_report
+from verifier.cli.storage_target import open_storage
 from verifier.model.findings import Report
 from verifier.output.prometheus.metrics import Identity
 from verifier.storage.defaults import GcVersion
-from verifier.storage.layout import detect_layout, select_registries
 
 
-@with_groups(report=report_options, metrics=metrics_options)
+@with_groups(store=object_store_options, report=report_options, metrics=metrics_options)
 def gc_preview_command(
     path: StoragePath,
     *,
@@ -56,6 +58,7 @@ def gc_preview_command(
         ),
     ] = GcVersion.V2_8,
     registry: RegistryOpt = None,
+    store: ObjectStore,
     report: ReportTarget,
     verbose: Verbose = False,
     metrics: MetricsTarget,
@@ -70,9 +73,10 @@ def gc_preview_command(
         # The engine is imported by the command that runs it, not by every start of the CLI.
         from verifier.storage.gc_preview import GcOptions, preview_storage
 
-        layout = select_registries(detect_layout(path), registry or [])
-        return preview_storage(layout, GcOptions(version=gc_version,
-                                                 delete_untagged=delete_untagged))
+        opened = open_storage(path, store, registry, None)
+        return preview_storage(opened.layout,
+                               GcOptions(version=gc_version, delete_untagged=delete_untagged),
+                               opened.reader)
 
     run_report(body, report.fmt, report.output, verbose,
                metrics.output(Identity(str(path), "fs-gc-preview")))

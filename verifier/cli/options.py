@@ -138,14 +138,33 @@ ShardOpt = Annotated[
                       "$JOB_COMPLETION_INDEX."),
 ]
 
-# The filesystem commands (`fs scan`, `fs fix`, `fs gc-preview`).
+# The storage commands (`fs scan`, `fs fix`, `fs gc-preview`). A str, not a Path: a Path
+# would fold the two slashes of ``s3://``.
 StoragePath = Annotated[
-    Path,
+    str,
     typer.Argument(
-        metavar="PATH",
-        help="A registry root (holds docker/registry/v2) or a base of several registries.",
+        metavar="PATH|s3://BUCKET/PREFIX",
+        help="A registry root (holds docker/registry/v2), a base of several registries, or the "
+        "same in object storage (PREFIX: the registry's rootdirectory).",
         show_default=False,
     ),
+]
+S3Endpoint = Annotated[
+    str | None,
+    typer.Option("--s3-endpoint", metavar="URL",
+                 help="S3-compatible endpoint for s3:// locations [default: the AWS "
+                      "configuration's, else AWS S3]."),
+]
+S3PathStyle = Annotated[
+    bool,
+    typer.Option("--s3-path-style",
+                 help="Address buckets as URL paths (endpoint/BUCKET/KEY), as most "
+                      "S3-compatible stores need."),
+]
+S3Workers = Annotated[
+    int,
+    typer.Option("--s3-workers", metavar="N", min=1, max=256,
+                 help="Concurrent listings and reads against object storage."),
 ]
 RegistryOpt = Annotated[
     list[str] | None,
@@ -154,6 +173,21 @@ RegistryOpt = Annotated[
         help="Only this registry of a multi-registry base (repeatable).",
     ),
 ]
+
+
+@dataclass(frozen=True)
+class ObjectStore:
+    """How to reach object storage for an ``s3://`` location (credentials: the AWS chain)."""
+
+    endpoint: str | None = None
+    path_style: bool = False
+    workers: int = 16
+
+
+def object_store_options(s3_endpoint: S3Endpoint = None, s3_path_style: S3PathStyle = False,
+                         s3_workers: S3Workers = 16) -> ObjectStore:
+    """The object-storage group."""
+    return ObjectStore(s3_endpoint, s3_path_style, s3_workers)
 
 
 @dataclass(frozen=True)

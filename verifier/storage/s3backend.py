@@ -337,6 +337,27 @@ class S3Backend:
             Bucket=self.loc.bucket, Key=self.loc.key(rel), Body=data,
             ContentType="application/octet-stream"))
 
+    def write_new(self, path: str, data: bytes) -> bool:
+        """PutObject with ``If-None-Match: *``: True if created, False if an object was there
+        (412, or 409 from a concurrent conditional write). S3 and most compatible stores honour
+        the condition; one that ignores it behaves like `write`."""
+        rel = object_path(path)
+        exc_mod = self._exc
+
+        def put() -> bool:
+            try:
+                self.client.put_object(Bucket=self.loc.bucket, Key=self.loc.key(rel), Body=data,
+                                       ContentType="application/octet-stream", IfNoneMatch="*")
+            except exc_mod.ClientError as exc:
+                status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+                if self._code(exc) in ("PreconditionFailed", "ConditionalRequestConflict") or (
+                        status in (409, 412)):
+                    return False
+                raise
+            return True
+
+        return self._call("write", rel, put)
+
     def delete(self, path: str) -> None:
         """DeleteObject (S3 answers 204 for a missing key too)."""
         rel = object_path(path)
