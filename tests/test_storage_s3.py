@@ -126,8 +126,8 @@ def test_healthy_bucket_scans_clean(run_cli: RunCli, s3_registry: S3Registry,
     report = scan.json()
     assert report["findings"] == []
     assert report["target"] == location(s3)
-    assert report["counters"]["repositories"] == 2
-    assert report["counters"]["layer_links"] > 0 and report["counters"]["blobs"] > 0
+    assert report["summary"]["repositories"] == 2
+    assert report["summary"]["layer_links"] > 0 and report["summary"]["blobs"] > 0
     assert_same_as_filesystem(run_cli, s3, tmp_path, report)
     preview = fs(run_cli, s3, "gc-preview", location(s3))
     assert preview.exit_code == 0, preview.output
@@ -203,8 +203,7 @@ def test_gc_preview_predicts_the_real_garbage_collect(
     args = ["gc-preview", location(s3), *(["--delete-untagged"] if delete_untagged else [])]
     preview = fs(run_cli, s3, *args)
     report = preview.json()
-    doc = report["extra"]["gc_preview"]["registries"][0] if "extra" in report else (
-        report["gc_preview"]["registries"][0])
+    doc = report["gc_preview"]["registries"][0]
     predicted = {d.split(":", 1)[1] for d in doc["deleted_blobs"]}
 
     before = set(s3.keys())
@@ -262,7 +261,7 @@ def test_fix_then_restore_leaves_every_object_as_before(
     report = fixed.json()
     orphan = next(f for f in report["findings"] if f["kind"] == "orphan_layer_link")
     assert orphan["severity"] == "info" and orphan["details"]["repaired"] is True
-    assert report["counters"]["quarantined"] == 1
+    assert report["summary"]["quarantined"] == 1
     assert ("image_blob_missing", "team/r0", layer) in defects(report)
     after_fix = bucket_objects(s3, root + "/")
     assert set(damaged) - set(after_fix) == {link}  # the orphan link, and nothing else, went
@@ -275,10 +274,10 @@ def test_fix_then_restore_leaves_every_object_as_before(
 
     restored = fs(run_cli, s3, "restore", f"s3://{s3.bucket}/{quarantine}")
     assert restored.exit_code == 0, restored.output
-    assert restored.json()["counters"]["links_put_back"] == 1
+    assert restored.json()["summary"]["links_put_back"] == 1
     assert bucket_objects(s3, root + "/") == damaged  # every object's bytes as before
     again = fs(run_cli, s3, "restore", f"s3://{s3.bucket}/{quarantine}")
-    assert again.exit_code == 0 and again.json()["counters"]["links_put_back"] == 0
+    assert again.exit_code == 0 and again.json()["summary"]["links_put_back"] == 0
 
 
 def test_fix_refuses_when_the_blob_store_is_gone(run_cli: RunCli, s3_registry: S3Registry,

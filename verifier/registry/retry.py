@@ -6,8 +6,9 @@ and handed back as the answer when every attempt ends so), or raises `Transient`
 it raises is a definite outcome and goes straight to the caller. Waits are exponential backoff
 with jitter, or what `Retry-After` asked for (capped), and never run past the deadline.
 
-The loop is written out rather than driven by tenacity: building tenacity's machinery costs more
-CPU than the client's own work per request, and every request would pay it.
+The loop is tenacity's (`AsyncRetrying`): this module only says what to retry, how long to
+wait and when to stop. Every request pays for tenacity's per-call state; docs/performance.md
+measures what that costs.
 """
 
 from __future__ import annotations
@@ -18,7 +19,15 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Generic, TypeVar, cast
+
+from tenacity import (
+    AsyncRetrying,
+    Future,
+    RetryCallState,
+    retry_if_exception_type,
+    retry_if_result,
+)
 
 from verifier.errors import IncompleteError
 
@@ -137,25 +146,52 @@ class RetryPolicy:
                 f"{method} {url} not sent: deadline exceeded before the request was sent",
                 method=method, url=url, status=None,
             )
-        number = 0
-        while True:
-            number += 1
-            last: Transient | CutShort[T]
-            try:
-                outcome = await attempt()
-            except Transient as failure:
-                last = failure
-                wait = self.backoff(number, failure.retry_after)
-            else:
-                if not isinstance(outcome, CutShort):
-                    return outcome
-                last = outcome
-                wait = self.backoff(number, None, quick=True)
-            if self._gives_up(number, wait):
-                break
-            # Looked up at call time, so tests can record the waits instead of sleeping them.
-            await asyncio.sleep(wait)
-        if isinstance(last, CutShort):
-            return last.answer
-        raise RequestFailed(f"{method} {url} failed after {number} attempts: {last.reason}",
-                            method=method, url=url, status=last.status)
+
+        def wait(state: RetryCallState) -> float:
+            failure = _transient(state)
+            if failure is not None:
+                return self.backoff(state.attempt_number, failure.retry_after)
+            return self.backoff(state.attempt_number, None, quick=True)
+
+        def stop(state: RetryCallState) -> bool:
+            return self._gives_up(state.attempt_number, state.upcoming_sleep)
+
+        def give_up(state: RetryCallState) -> T:
+            failure = _transient(state)
+            if failure is None:
+                return cast(CutShort[T], _outcome(state).result()).answer
+            raise RequestFailed(
+                f"{method} {url} failed after {state.attempt_number} attempts: {failure.reason}",
+                method=method, url=url, status=failure.status,
+            )
+
+        retrying = AsyncRetrying(
+            retry=retry_if_exception_type(Transient) | retry_if_result(_is_cut_short),
+            wait=wait, stop=stop, sleep=_sleep, retry_error_callback=give_up,
+        )
+        result: T | CutShort[T] = await retrying(attempt)
+        return result.answer if isinstance(result, CutShort) else result
+
+
+def _outcome(state: RetryCallState) -> Future:
+    assert state.outcome is not None  # tenacity calls wait/stop/give-up after an attempt
+    return state.outcome
+
+
+def _transient(state: RetryCallState) -> Transient | None:
+    """The `Transient` the attempt raised, or None when it returned (a `CutShort`)."""
+    outcome = _outcome(state)
+    if not outcome.failed:
+        return None
+    failure = outcome.exception()
+    assert isinstance(failure, Transient)  # only Transient is retried
+    return failure
+
+
+def _is_cut_short(result: object) -> bool:
+    return isinstance(result, CutShort)
+
+
+async def _sleep(seconds: float) -> None:
+    # Looked up at call time, so tests can record the waits instead of sleeping them.
+    await asyncio.sleep(seconds)
