@@ -6,6 +6,7 @@ systemd scan itself on a real registry's storage."""
 from __future__ import annotations
 
 import configparser
+import json
 import os
 import re
 import shlex
@@ -149,7 +150,7 @@ def test_kubernetes_manifests_validate_against_the_schema(version: str) -> None:
         except (ValidationError, SchemaNotFoundError) as exc:
             pytest.fail(f"{name} {doc['kind']}: {exc}")
         checked += 1
-    assert checked == 5
+    assert checked == 7
 
 
 def test_the_validator_catches_a_misspelt_field() -> None:
@@ -183,7 +184,7 @@ def test_service_monitor_scrapes_the_exporter_service() -> None:
 
 def test_cronjobs_scan_every_15_minutes_into_the_pushgateway() -> None:
     cronjobs = kind("CronJob")
-    assert len(cronjobs) == 2
+    assert len(cronjobs) == 3
     for doc in cronjobs:
         assert doc["spec"]["schedule"] == "*/15 * * * *"
         assert doc["spec"]["concurrencyPolicy"] == "Forbid"
@@ -212,11 +213,44 @@ def test_pods_run_as_the_image_user_with_credentials_from_the_secret() -> None:
         assert spec["securityContext"]["runAsNonRoot"] is True
         assert spec["securityContext"]["runAsUser"] == int(uid.group(1))
         [container] = spec["containers"]
+        if container["args"][0] == "fs":
+            continue  # storage mode reads a bucket with a role, not registry credentials
         refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in container["env"]}
         assert set(refs) == {"REGVERIFY_USERNAME", "REGVERIFY_PASSWORD"}
         for ref in refs.values():
             assert ref["name"] == secret["metadata"]["name"]
             assert ref["key"] in secret["stringData"]
+
+
+def test_s3_storage_cronjob_reads_with_a_read_only_role() -> None:
+    [doc] = [d for d in kind("CronJob") if pod_spec(d)["containers"][0]["args"][0] == "fs"]
+    spec = pod_spec(doc)
+    [account] = kind("ServiceAccount")
+    assert spec["serviceAccountName"] == account["metadata"]["name"]
+    assert account["metadata"]["namespace"] == doc["metadata"]["namespace"]
+    role = account["metadata"]["annotations"]["eks.amazonaws.com/role-arn"]
+    assert role.endswith("/regverify-s3-read-only")
+    [container] = spec["containers"]
+    params = parse_cli(container["args"])
+    assert params["path"].startswith("s3://")
+    bucket, _, prefix = params["path"].removeprefix("s3://").partition("/")
+    # The role's policy is examples/iam/regverify-s3-read-only.json: list and read, nothing more.
+    policy = json.loads((EXAMPLES / "iam" / "regverify-s3-read-only.json").read_text())
+    actions = {a for st in policy["Statement"] for a in st["Action"]}
+    assert actions == {"s3:ListBucket", "s3:GetObject"}
+    resources = {st["Resource"] for st in policy["Statement"]}
+    assert resources == {f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/{prefix}/*"}
+    assert not any(e.get("valueFrom") for e in container.get("env", []))  # no stored secrets
+
+
+def test_s3_repair_policy_covers_fix_and_restore_only() -> None:
+    policy = json.loads((EXAMPLES / "iam" / "regverify-s3-repair.json").read_text())
+    writes = [st for st in policy["Statement"] if "s3:DeleteObject" in st["Action"]]
+    # Deletes reach layer links and the quarantine, never blobs or manifests.
+    assert sorted(st["Resource"].split(":::", 1)[1] for st in writes) == [
+        "registry-data/registry-regverify-quarantine/*",
+        "registry-data/registry/docker/registry/v2/repositories/*/_layers/*",
+    ]
 
 
 # --- Woodpecker ----------------------------------------------------------------------------------

@@ -185,10 +185,10 @@ def fix_command(
             local_only({"--verify-digests": verify_digests,
                         "--relink-index-children": relink_index_children,
                         "--relink-layers": relink_layers})
+            fix = ObjectFixOptions(quarantine_key(quarantine, path), force, max_orphan_share)
             opened = open_storage(path, store, registry, proxy_cache)
             assert opened.objects is not None
             objects = opened.objects
-            fix = ObjectFixOptions(quarantine_key(quarantine, objects), force, max_orphan_share)
             return fix_object_storage(objects.backend, objects.bucket, objects.prefix,
                                       opened.layout, scan_options, fix, workers=store.workers)
         if quarantine is not None and is_object_location(quarantine):

@@ -85,8 +85,9 @@ def open_storage(location: str, store: ObjectStore, registry: list[str] | None,
     return OpenedStorage(select_registries(layout, registry or []), reader, objects)
 
 
-def quarantine_key(given: str | None, objects: ObjectStorage) -> str | None:
-    """``--quarantine s3://BUCKET/PREFIX`` as a key in the fixed bucket (None: the default)."""
+def quarantine_key(given: str | None, location: str) -> str | None:
+    """``--quarantine s3://BUCKET/PREFIX`` as a key in the bucket of `location`, the one being
+    fixed (None: the default); checked before anything is read."""
     if given is None:
         return None
     from verifier.storage.s3backend import parse_location
@@ -95,7 +96,7 @@ def quarantine_key(given: str | None, objects: ObjectStorage) -> str | None:
         raise UsageError(f"--quarantine {given}: an s3:// location is fixed into an s3:// "
                          "quarantine (s3://BUCKET/PREFIX in the same bucket)")
     loc = parse_location(given)
-    bucket = objects.bucket.location.removeprefix(S3_SCHEME)
+    bucket = parse_location(location).bucket
     if loc.bucket != bucket or not loc.prefix:
         raise UsageError(f"--quarantine {given}: must be a prefix in the bucket being fixed "
                          f"({S3_SCHEME}{bucket}/PREFIX)")

@@ -287,7 +287,7 @@ def preview_storage(
         key=lambda f: (f.registry or "", f.repository, str(f.kind), f.reference, f.digest or "")
     )
     report.extra["layout"] = str(layout.kind)
-    report.extra["base"] = str(layout.base)
+    report.extra["base"] = layout.location
     report.extra["gc_preview"] = {
         "gc_version": str(options.version),
         "delete_untagged": options.delete_untagged,

@@ -11,6 +11,7 @@ from a link file or from manifest JSON (``sha256:../../x``) never becomes a path
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import stat
@@ -304,11 +305,11 @@ def select_registries(layout: StorageLayout, names: Iterable[str]) -> StorageLay
     unknown_names = [n for n in wanted if not any(r.matches(n) for r in layout.registries)]
     if unknown_names:
         raise UsageError(
-            f"unknown registry {', '.join(map(repr, unknown_names))} in {layout.base}; "
+            f"unknown registry {', '.join(map(repr, unknown_names))} in {layout.location}; "
             f"known: {known_registry_names(layout)}"
         )
     kept = tuple(r for r in layout.registries if any(r.matches(n) for n in wanted))
-    return StorageLayout(layout.base, layout.kind, kept, layout.skipped_symlinks)
+    return dataclasses.replace(layout, registries=kept)
 
 
 def check_registry_names(layout: StorageLayout, names: Iterable[str], option: str) -> None:
@@ -324,6 +325,8 @@ def check_registry_names(layout: StorageLayout, names: Iterable[str], option: st
 def known_registry_names(layout: StorageLayout) -> str:
     """The names ``--registry`` accepts for this layout, for error messages."""
     if layout.kind is LayoutKind.SINGLE_ROOT:
+        if layout.url is not None:
+            return "'.' (single registry root)"
         return f"'.' or {layout.base.name!r} (single registry root)"
     return ", ".join(repr(r.name) for r in layout.registries) or "(none)"
 
