@@ -26,7 +26,6 @@ where the backend offers one (`SupportsWriteNew`).
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import os
@@ -55,6 +54,14 @@ from verifier.storage.layout import (
     layer_link_path,
     link_content,
     parse_digest,
+)
+from verifier.storage.outcomes import (
+    conflict,
+    journal_records,
+    not_repaired,
+    repaired,
+    restored,
+    run_sort_key,
 )
 from verifier.storage.rails import RegistryCounts, decide
 from verifier.storage.repair import FixRefused
@@ -403,37 +410,17 @@ def read_object_journal(
         if data is None:
             bad.append(f"{obj.path}: vanished while being read")
             continue
-        for n, line in enumerate(data.decode("utf-8", "replace").splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as exc:
-                bad.append(f"{obj.path}:{n}: not JSON ({exc.msg})")
-                continue
-            if not isinstance(rec, dict):
-                bad.append(f"{obj.path}:{n}: not a JSON object")
-                continue
-            records.append(rec)
+        lines, unusable = journal_records(data, obj.path)
+        records.extend(lines)
+        bad.extend(unusable)
     return records, bad
 
 
 # --- fix -------------------------------------------------------------------------------------
 
 
-def _repaired(f: Finding, message: str, **details: Any) -> Finding:
-    return dataclasses.replace(
-        f,
-        severity=Severity.INFO,
-        message=f"{message}: {f.message}",
-        details={**f.details, "repaired": True, **details},
-    )
 
 
-def _not_repaired(f: Finding, severity: Severity, **details: Any) -> Finding:
-    return dataclasses.replace(
-        f, severity=severity, details={**f.details, "repaired": False, **details}
-    )
 
 
 @dataclass(frozen=True)
@@ -617,9 +604,9 @@ def _plan_one(backend: StorageBackend, q: str, t: _Target, report: Report) -> Fi
     reason, _ = _recheck(backend, t)
     if reason is not None:
         report.counters["skipped"] += 1
-        return _not_repaired(t.finding, Severity.INFO, skipped=reason, dry_run=True)
+        return not_repaired(t.finding, Severity.INFO, skipped=reason, dry_run=True)
     report.counters["would_quarantine"] += 1
-    return _not_repaired(
+    return not_repaired(
         t.finding,
         t.finding.severity,
         dry_run=True,
@@ -635,11 +622,11 @@ def _quarantine_one(run: _Run, t: _Target, report: Report) -> Finding:
     reason, content = _recheck(backend, t)
     if reason is not None:
         c["skipped"] += 1
-        return _not_repaired(t.finding, Severity.INFO, skipped=reason)
+        return not_repaired(t.finding, Severity.INFO, skipped=reason)
 
     def failed(why: str) -> Finding:
         c["repair_failed"] += 1
-        return _not_repaired(t.finding, Severity.ERROR, error=why)
+        return not_repaired(t.finding, Severity.ERROR, error=why)
 
     try:
         run_key = run.open()
@@ -689,7 +676,7 @@ def _quarantine_one(run: _Run, t: _Target, report: Report) -> Finding:
     if reason is not None:
         outcome("skipped", reason)
         c["skipped"] += 1
-        return _not_repaired(t.finding, Severity.INFO, skipped=reason)
+        return not_repaired(t.finding, Severity.INFO, skipped=reason)
     try:
         backend.delete(t.link)
     except Exception as exc:  # the delete may still have happened: look
@@ -704,7 +691,7 @@ def _quarantine_one(run: _Run, t: _Target, report: Report) -> Finding:
     if put_back is not None:
         outcome("put-back", put_back)
         c["skipped"] += 1
-        return _not_repaired(t.finding, Severity.INFO, skipped=put_back)
+        return not_repaired(t.finding, Severity.INFO, skipped=put_back)
     outcome("moved")
     c["quarantined"] += 1
     details: dict[str, Any] = {
@@ -715,7 +702,7 @@ def _quarantine_one(run: _Run, t: _Target, report: Report) -> Finding:
     tags = list(t.finding.details.get("tags", []))
     if tags:
         details["next_steps"] = rebuild_steps(t.ref.repository, tags, orphan_link=False)
-    return _repaired(t.finding, "quarantined", **details)
+    return repaired(t.finding, "quarantined", **details)
 
 
 def _journal_failure(run: _Run, seq: int, record: dict[str, Any], why: str) -> None:
@@ -775,12 +762,6 @@ def _next_steps(report: Report) -> None:
 # --- restore ---------------------------------------------------------------------------------
 
 
-def _run_sort_key(name: str) -> tuple[str, int]:
-    """Run folders are ``<UTC stamp>`` or ``<UTC stamp>-<n>`` (a second run in that second)."""
-    head, sep, n = name.rpartition("Z-")
-    if sep and n.isdigit():
-        return (head, int(n))
-    return (name.rstrip("Z"), 0)
 
 
 def find_object_runs(backend: StorageBackend, key: str, run: str | None = None) -> list[str]:
@@ -794,7 +775,7 @@ def find_object_runs(backend: StorageBackend, key: str, run: str | None = None) 
         if run is not None and run != name:
             raise UsageError(f"--run {run}: {key} is itself the run {name}")
         return [key]
-    folders = sorted(backend.list_folder(key).folders, key=_run_sort_key, reverse=True)
+    folders = sorted(backend.list_folder(key).folders, key=run_sort_key, reverse=True)
     runs = [
         _join(key, f)
         for f in folders
@@ -857,34 +838,8 @@ def restore_objects(
     return report
 
 
-def _conflict(message: str, path: str | None, rec: dict[str, Any]) -> Finding:
-    return Finding(
-        kind=Kind.RESTORE_CONFLICT,
-        severity=Severity.ERROR,
-        message=message,
-        registry=str(rec.get("registry", "")),
-        repository=str(rec.get("repository", "")),
-        digest=str(rec["digest"]) if isinstance(rec.get("digest"), str) else None,
-        path=path,
-        details={"seq": rec.get("seq"), "type": rec.get("type")},
-    )
 
 
-def _restored(message: str, path: str, rec: dict[str, Any], **details: Any) -> Finding:
-    try:
-        kind = Kind(str(rec.get("kind", Kind.ORPHAN_LAYER_LINK)))
-    except ValueError:
-        kind = Kind.ORPHAN_LAYER_LINK
-    return Finding(
-        kind=kind,
-        severity=Severity.INFO,
-        message=message,
-        registry=str(rec.get("registry", "")),
-        repository=str(rec.get("repository", "")),
-        digest=str(rec["digest"]) if isinstance(rec.get("digest"), str) else None,
-        path=path,
-        details={"seq": rec.get("seq"), **details},
-    )
 
 
 def _restore_run(backend: StorageBackend, run_key: str, dry_run: bool, report: Report) -> None:
@@ -903,7 +858,7 @@ def _restore_run(backend: StorageBackend, run_key: str, dry_run: bool, report: R
         )
     root = registry_root(header["v2"])
     for msg in bad:
-        report.add(_conflict(f"journal line unusable: {msg}", where, {}))
+        report.add(conflict(f"journal line unusable: {msg}", where, {}))
     done = {
         r.get("seq")
         for r in records
@@ -954,7 +909,7 @@ def _restore_one(
     try:
         relpath = _checked_relpath(rec)
     except ValueError as exc:
-        return _conflict(f"unsafe journal record: {exc}", None, rec), "conflict"
+        return conflict(f"unsafe journal record: {exc}", None, rec), "conflict"
     target = _join(root, relpath)
     copy = _join(run_key, TREE_DIR, relpath)
     where, copy_url = _url(backend, target), _url(backend, copy)
@@ -962,26 +917,27 @@ def _restore_one(
     try:
         present = backend.read(target, LINK_READ_LIMIT)
     except Exception as exc:  # never write over what cannot be read
-        return _conflict(f"{where} cannot be read ({exc}); left alone", where, rec), "conflict"
+        return conflict(f"{where} cannot be read ({exc}); left alone", where, rec), "conflict"
     if present is not None:
         # Checked first: a fix stopped between its copy and its delete left both in place.
         if _sha256(present) == want:
-            return _restored(f"{where} already in place", where, rec, restored=True), "not-needed"
-        return _conflict(f"{where} exists with other content; left alone", where, rec), "conflict"
+            found = _object_restored(f"{where} already in place", where, rec, restored=True)
+            return found, "not-needed"
+        return conflict(f"{where} exists with other content; left alone", where, rec), "conflict"
     try:
         data = backend.read(copy, LINK_READ_LIMIT)
     except Exception as exc:  # a copy we cannot read is not put back
-        return _conflict(f"quarantined copy {copy_url} unreadable ({exc})", where, rec), "conflict"
+        return conflict(f"quarantined copy {copy_url} unreadable ({exc})", where, rec), "conflict"
     if data is None:
-        return _conflict(f"quarantined copy {copy_url} is missing", where, rec), "conflict"
+        return conflict(f"quarantined copy {copy_url} is missing", where, rec), "conflict"
     if _sha256(data) != want:
         return (
-            _conflict(f"quarantined copy {copy_url} changed since it was journaled", copy_url, rec),
+            conflict(f"quarantined copy {copy_url} changed since it was journaled", copy_url, rec),
             "conflict",
         )
     if dry_run:
         return (
-            _restored(f"would restore {where}", where, rec, restored=False, dry_run=True),
+            _object_restored(f"would restore {where}", where, rec, restored=False, dry_run=True),
             "would-restore",
         )
     try:
@@ -993,13 +949,13 @@ def _restore_one(
             if created:
                 backend.copy(copy, target)
         if not created:
-            return _conflict(f"{where} appeared meanwhile; left alone", where, rec), "conflict"
+            return conflict(f"{where} appeared meanwhile; left alone", where, rec), "conflict"
         back = backend.read(target, LINK_READ_LIMIT)
     except Exception as exc:  # the copy stays in the quarantine for a rerun
-        return _conflict(f"restore of {where} failed: {exc}", where, rec), "conflict"
+        return conflict(f"restore of {where} failed: {exc}", where, rec), "conflict"
     if back is None or _sha256(back) != want:
         return (
-            _conflict(f"{where} does not hold the quarantined bytes after the put; quarantined "
+            conflict(f"{where} does not hold the quarantined bytes after the put; quarantined "
                       "copy kept", where, rec),
             "conflict",
         )  # fmt: skip
@@ -1008,4 +964,9 @@ def _restore_one(
         backend.delete(copy)
     except Exception as exc:  # the link is back; the copy is only clutter
         details["copy_left"] = f"{copy_url} could not be deleted ({exc})"
-    return _restored(f"restored {where}", where, rec, **details), "restored"
+    return _object_restored(f"restored {where}", where, rec, **details), "restored"
+
+
+def _object_restored(message: str, path: str, rec: dict[str, Any], **details: Any) -> Finding:
+    """What restore did with one journaled link object (its finding kind from the journal)."""
+    return restored(str(rec.get("kind", Kind.ORPHAN_LAYER_LINK)), message, path, rec, **details)

@@ -73,6 +73,14 @@ from verifier.storage.layout import (
     revision_link_path,
     safe_relpath,
 )
+from verifier.storage.outcomes import (
+    conflict,
+    journal_records,
+    not_repaired,
+    repaired,
+    restored,
+    run_sort_key,
+)
 from verifier.storage.rails import RailDecision, RegistryCounts, decide
 from verifier.storage.records import (
     OrphanChild,
@@ -261,21 +269,7 @@ def read_journal(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
     data = read_regular_file(str(path), 1 << 30)
     if isinstance(data, ReadFailure):
         raise UsageError(f"cannot read journal {path}: {data.reason} {data.detail}".rstrip())
-    records: list[dict[str, Any]] = []
-    bad: list[str] = []
-    for n, line in enumerate(data.decode("utf-8", "replace").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as exc:
-            bad.append(f"{path}:{n}: not JSON ({exc.msg})")
-            continue
-        if not isinstance(rec, dict):
-            bad.append(f"{path}:{n}: not a JSON object")
-            continue
-        records.append(rec)
-    return records, bad
+    return journal_records(data, str(path))
 
 
 # --- file operations, each confined to a base -------------------------------------------------
@@ -389,19 +383,8 @@ def blob_might_exist(v2: Path, digest: Digest) -> str | None:
 # --- fix -------------------------------------------------------------------------------------
 
 
-def _repaired(f: Finding, message: str, **details: Any) -> Finding:
-    return dataclasses.replace(
-        f,
-        severity=Severity.INFO,
-        message=f"{message}: {f.message}",
-        details={**f.details, "repaired": True, **details},
-    )
 
 
-def _not_repaired(f: Finding, severity: Severity, **details: Any) -> Finding:
-    return dataclasses.replace(
-        f, severity=severity, details={**f.details, "repaired": False, **details}
-    )
 
 
 def _recheck_orphan(base: Path, o: OrphanLink) -> str | None:
@@ -578,7 +561,7 @@ def _follow_up_images(result: ScanResult, replaced: dict[int, Finding]) -> None:
             if registry is not None and digest is not None:
                 if blob_might_exist(registry.v2, digest) == "blob data exists":
                     # Pushed again while we ran: what the scan saw is no longer true.
-                    replaced[id(f)] = _not_repaired(
+                    replaced[id(f)] = not_repaired(
                         f, Severity.INFO, skipped="blob data reappeared since the scan"
                     )
             continue
@@ -627,7 +610,7 @@ def _quarantine_all(
         for o in batch:
             reason = _recheck_orphan(base, o)
             if reason is not None:
-                replaced[id(o.finding)] = _not_repaired(o.finding, Severity.INFO, skipped=reason)
+                replaced[id(o.finding)] = not_repaired(o.finding, Severity.INFO, skipped=reason)
                 report.counters["skipped"] += 1
                 continue
             rel = relative_inside(base, o.path)
@@ -670,16 +653,16 @@ def _quarantine_all(
                 journal.write(
                     {"type": "outcome", "seq": seq, "result": "failed", "detail": str(exc)}
                 )
-                replaced[id(o.finding)] = _not_repaired(o.finding, Severity.ERROR, error=str(exc))
+                replaced[id(o.finding)] = not_repaired(o.finding, Severity.ERROR, error=str(exc))
                 report.counters["repair_failed"] += 1
                 continue
             outcome: dict[str, Any] = {"type": "outcome", "seq": seq, "result": result}
             journal.write({**outcome, "detail": detail} if detail else outcome)
             if result != "moved":
-                replaced[id(o.finding)] = _not_repaired(o.finding, Severity.INFO, skipped=detail)
+                replaced[id(o.finding)] = not_repaired(o.finding, Severity.INFO, skipped=detail)
                 report.counters["skipped"] += 1
                 continue
-            replaced[id(o.finding)] = _repaired(
+            replaced[id(o.finding)] = repaired(
                 o.finding,
                 "quarantined",
                 action="quarantined",
@@ -856,13 +839,13 @@ def _relink_one(
     except (OSError, ValueError) as exc:
         journal.write({"type": "outcome", "seq": seq, "result": "failed", "detail": str(exc)})
         for f in findings:
-            replaced[id(f)] = _not_repaired(f, Severity.ERROR, error=str(exc))
+            replaced[id(f)] = not_repaired(f, Severity.ERROR, error=str(exc))
         report.counters["repair_failed"] += 1
         return
     journal.write({"type": "outcome", "seq": seq, "result": "relinked"})
     journal.sync()
     for f in findings:
-        replaced[id(f)] = _repaired(
+        replaced[id(f)] = repaired(
             f, "relinked", action="relinked", journal=str(run.dir / JOURNAL_NAME)
         )
     report.counters["relinked_layers" if kind is Kind.LAYER_LINK_MISSING else "relinked"] += 1
@@ -880,42 +863,10 @@ def _restore_target_ok(rel: Path) -> bool:
     return False
 
 
-def _conflict(message: str, path: str | None, rec: dict[str, Any]) -> Finding:
-    return Finding(
-        kind=Kind.RESTORE_CONFLICT,
-        severity=Severity.ERROR,
-        message=message,
-        registry=str(rec.get("registry", "")),
-        repository=str(rec.get("repository", "")),
-        digest=str(rec["digest"]) if isinstance(rec.get("digest"), str) else None,
-        path=path,
-        details={"seq": rec.get("seq"), "type": rec.get("type")},
-    )
 
 
-def _restored(kind: str, message: str, path: Path, rec: dict[str, Any], **details: Any) -> Finding:
-    try:
-        k = Kind(kind)
-    except ValueError:
-        k = Kind.RESTORE_CONFLICT
-    return Finding(
-        kind=k,
-        severity=Severity.INFO,
-        message=message,
-        registry=str(rec.get("registry", "")),
-        repository=str(rec.get("repository", "")),
-        digest=str(rec["digest"]) if isinstance(rec.get("digest"), str) else None,
-        path=str(path),
-        details={"restored": True, "seq": rec.get("seq"), **details},
-    )
 
 
-def _run_sort_key(name: str) -> tuple[str, int]:
-    """Run folders are ``<UTC stamp>`` or ``<UTC stamp>-<n>`` (a second run in that second)."""
-    head, sep, n = name.rpartition("Z-")
-    if sep and n.isdigit():
-        return (head, int(n))
-    return (name.rstrip("Z"), 0)
 
 
 def find_runs(directory: Path, run: str | None = None) -> list[Path]:
@@ -930,7 +881,7 @@ def find_runs(directory: Path, run: str | None = None) -> list[Path]:
             raise UsageError(f"--run {run}: {directory} is itself the run {directory.name}")
         return [directory]
     try:
-        entries = sorted(os.scandir(directory), key=lambda e: _run_sort_key(e.name), reverse=True)
+        entries = sorted(os.scandir(directory), key=lambda e: run_sort_key(e.name), reverse=True)
     except OSError as exc:
         raise UsageError(f"{directory}: cannot list: {exc.strerror}") from exc
     runs = [
@@ -1006,7 +957,7 @@ def restore_run(run_dir: Path) -> Report:
     report.extra["base"] = str(base)
     report.extra["journal"] = str(journal_path)
     for msg in bad:
-        report.add(_conflict(f"journal line unusable: {msg}", str(journal_path), {}))
+        report.add(conflict(f"journal line unusable: {msg}", str(journal_path), {}))
     done = {
         r.get("seq")
         for r in records
@@ -1045,13 +996,13 @@ def _restore_one(base: Path, run_dir: Path, rec: dict[str, Any]) -> tuple[Findin
         target = base / rel
         assert_no_symlinks(base, target)
     except ValueError as exc:
-        return _conflict(f"unsafe journal record: {exc}", None, rec), "conflict"
+        return conflict(f"unsafe journal record: {exc}", None, rec), "conflict"
     try:
         if rec["type"] == "quarantine":
             return _restore_quarantined(base, run_dir, rel, target, rec)
         return _undo_relink(base, run_dir, rel, target, rec)
     except (OSError, ValueError) as exc:
-        return _conflict(f"restore of {target} failed: {exc}", str(target), rec), "conflict"
+        return conflict(f"restore of {target} failed: {exc}", str(target), rec), "conflict"
 
 
 def _restore_quarantined(
@@ -1065,24 +1016,24 @@ def _restore_quarantined(
         # Checked first: a run killed between its copy and its unlink left both in place.
         have_target = _file_sha256(target)
         if have_target is not None and have_target[0] == want:
-            return _restored(kind, f"{target} already in place", target, rec), "not-needed"
-        return _conflict(f"{target} exists with other content; left alone", str(target), rec), (
+            return restored(kind, f"{target} already in place", str(target), rec), "not-needed"
+        return conflict(f"{target} exists with other content; left alone", str(target), rec), (
             "conflict"
         )
     have_copy = _file_sha256(copy) if _is_regular(copy) else None
     if have_copy is None:
-        return _conflict(f"quarantined copy {copy} is missing", str(target), rec), "conflict"
+        return conflict(f"quarantined copy {copy} is missing", str(target), rec), "conflict"
     if have_copy[0] != want:
         return (
-            _conflict(f"quarantined copy {copy} changed since it was journaled", str(copy), rec),
+            conflict(f"quarantined copy {copy} changed since it was journaled", str(copy), rec),
             "conflict",
         )
     _make_dirs(base, target.parent)
     try:
         _move_file(copy, target)
     except FileExistsError:
-        return _conflict(f"{target} appeared meanwhile; left alone", str(target), rec), "conflict"
-    return _restored(kind, f"restored {target}", target, rec), "restored"
+        return conflict(f"{target} appeared meanwhile; left alone", str(target), rec), "conflict"
+    return restored(kind, f"restored {target}", str(target), rec), "restored"
 
 
 def _undo_relink(
@@ -1097,19 +1048,18 @@ def _undo_relink(
         os.unlink(str(target) + TMP_SUFFIX)  # a relink killed before its rename
     if not os.path.lexists(target):
         _remove_created_dirs(base, rec)  # a relink that failed half-way may have made some
-        return _restored(kind, f"{target} already absent", target, rec), "not-needed"
+        return restored(kind, f"{target} already absent", str(target), rec), "not-needed"
     current = read_link_file(str(target))
     if isinstance(current, ReadFailure) or current != link_content(digest):
-        return _conflict(f"{target} no longer holds {digest}; left alone", str(target), rec), (
+        return conflict(f"{target} no longer holds {digest}; left alone", str(target), rec), (
             "conflict"
         )
     undone = run_dir / UNDONE_DIRNAME / rel
     _make_dirs(run_dir, undone.parent)
     _move_file(target, undone)
     _remove_created_dirs(base, rec)
-    return _restored(kind, f"removed recreated link {target} (kept in {undone})", target, rec), (
-        "restored"
-    )
+    message = f"removed recreated link {target} (kept in {undone})"
+    return restored(kind, message, str(target), rec), "restored"
 
 
 def _remove_created_dirs(base: Path, rec: dict[str, Any]) -> None:
