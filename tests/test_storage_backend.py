@@ -34,6 +34,7 @@ from verifier.storage.parallel import (
     blob_prefixes,
     registry_prefixes,
     repository_prefixes,
+    walk_folders,
     walk_parallel,
 )
 
@@ -320,6 +321,15 @@ def test_parallel_walk_is_bounded_and_stops(tmp_path: Path) -> None:
     assert len(failing.started) < 256 and failing.running == 0
     with pytest.raises(ValueError):
         list(walk_parallel(inner, [], workers=0))
+
+    # The reader's form: every folder in the order given, a failing one with its error.
+    going_on = _SlowCounting(inner, fail_on=blob_prefixes()[10])
+    walks = list(walk_folders(going_on, blob_prefixes(), workers=3))  # type: ignore[arg-type]
+    assert [w.prefix for w in walks] == blob_prefixes()
+    assert [w.prefix for w in walks if w.error is not None] == [blob_prefixes()[10]]
+    assert isinstance(walks[10].error, StorageUnavailable) and going_on.running == 0
+    assert [o.path for o in walks[0xab].objects] == [
+        f"{V2}/blobs/sha256/ab/{HEX_A}/data", f"{V2}/blobs/sha256/ab/{HEX_B}/data"]
 
 
 # --- the local folder --------------------------------------------------------------------------

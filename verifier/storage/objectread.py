@@ -48,6 +48,7 @@ from verifier.storage.layout import (
     is_hex2,
     is_hex64,
 )
+from verifier.storage.parallel import FolderWalk, walk_folders
 from verifier.storage.records import (
     ALL_LINKS,
     BlobStore,
@@ -279,6 +280,25 @@ class _PrefixListing:
     error: str | None = None
 
 
+def _prefix_listing(prefix: str, walked: FolderWalk) -> _PrefixListing:
+    """The blob folders one walk of ``blobs/sha256/<prefix>/`` found, and whether each holds
+    a ``data`` object (or, wrongly, a ``data/`` folder)."""
+    entries: dict[str, _BlobEntry] = {}
+    start = len(walked.prefix) + 1
+    for obj in walked.objects:
+        parts = obj.path[start:].split("/")
+        if len(parts) < 2 or not parts[-1]:
+            continue  # an object directly in the prefix folder, or a folder marker
+        entry = entries.setdefault(parts[0], _BlobEntry())
+        if parts[1] == "data":
+            if len(parts) == 2:
+                entry.data = obj
+            else:
+                entry.data_is_folder = True
+    error = None if walked.error is None else _detail(walked.error)
+    return _PrefixListing(prefix, entries, error)
+
+
 _ReadResult = bytes | ReadFailure
 
 
@@ -337,39 +357,19 @@ class ObjectStoreReader:
             return BlobStore(BlobStoreState.MISSING)
         store = BlobStore(BlobStoreState.OK)
         valid = [p for p in top.folders if is_hex2(p)]
-        with ThreadPoolExecutor(self.workers, thread_name_prefix="objread-blobs") as pool:
-            listings = _ordered_map(
-                pool, lambda p: self._walk_prefix(reg, p), valid, self._window()
-            )
-            for prefix in top.folders:
-                if not is_hex2(prefix):
-                    path = reg.display(f"{root_rel}/{prefix}")
-                    store.findings.append(invalid_name_finding(storage, path, "blob prefix"))
-                    continue
-                self._take_prefix(reg, storage, store, next(listings), with_sizes=with_sizes)
+        walks = walk_folders(
+            self.backend, [reg.key(f"{root_rel}/{p}") for p in valid], self.workers
+        )
+        for prefix in top.folders:
+            if not is_hex2(prefix):
+                path = reg.display(f"{root_rel}/{prefix}")
+                store.findings.append(invalid_name_finding(storage, path, "blob prefix"))
+                continue
+            listing = _prefix_listing(prefix, next(walks))
+            self._take_prefix(reg, storage, store, listing, with_sizes=with_sizes)
         if not store.present and not store.unknown and not store.unlisted_prefixes:
             store.state = BlobStoreState.EMPTY
         return store
-
-    def _walk_prefix(self, reg: ObjectRegistry, prefix: str) -> _PrefixListing:
-        """One paginated walk of ``blobs/sha256/<prefix>/`` (runs on the pool)."""
-        folder = reg.key(f"blobs/{ALGORITHM}/{prefix}")
-        entries: dict[str, _BlobEntry] = {}
-        start = len(folder) + 1
-        try:
-            for obj in self.backend.walk(folder):
-                parts = obj.path[start:].split("/")
-                if len(parts) < 2 or not parts[-1]:
-                    continue  # an object directly in the prefix folder, or a folder marker
-                entry = entries.setdefault(parts[0], _BlobEntry())
-                if parts[1] == "data":
-                    if len(parts) == 2:
-                        entry.data = obj
-                    else:
-                        entry.data_is_folder = True
-        except Exception as exc:  # any backend error is a gap, never a crash
-            return _PrefixListing(prefix, entries, _detail(exc))
-        return _PrefixListing(prefix, entries)
 
     @staticmethod
     def _take_prefix(
