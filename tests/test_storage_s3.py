@@ -158,6 +158,15 @@ def test_deleted_blob_objects(run_cli: RunCli, s3_registry: S3Registry,
     assert orphan["path"] == (f"{location(s3)}/docker/registry/v2/repositories/team/a/_layers/"
                               f"sha256/{layer.split(':')[1]}/link")
     assert_same_as_filesystem(run_cli, s3, tmp_path, report)
+    # The human report says the same; the metrics name the bucket as they name a folder.
+    textfile = tmp_path / "regverify.prom"
+    human = run_cli("fs", "scan", location(s3), "--s3-endpoint", s3.moto.url, "--s3-path-style",
+                    "--textfile", str(textfile), no_traceback=True)
+    assert human.exit_code == 1 and "orphan_layer_link" in human.stdout, human.output
+    assert "DEFECTS FOUND" in human.stdout.splitlines()[-1]
+    metrics = textfile.read_text()
+    assert f'regverify_fs_orphan_layer_links{{mode="fs-scan",registry="{location(s3)}"}} 1.0' in (
+        metrics.replace(", ", ",")), metrics
     assert not pullable(s3, "team/a", "v1", tmp_path)
     assert not pullable(s3, "team/b", "v1", tmp_path)
     assert pullable(s3, "team/c", "v1", tmp_path) and c.digest
