@@ -12,16 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from tests.support.cli import RunCli
 from tests.support.faultproxy import FaultProxy
 from tests.support.images import PushedImage, PushedIndex, push_image, push_index
 from tests.support.registry import (
@@ -264,29 +262,24 @@ def test_damaged_and_hostile_cache_entries_are_ignored_and_refetched(
 
 
 @pytest.mark.registry
-def test_cli_options(registry: RegistryServer, tmp_path: Path) -> None:
+def test_cli_options(registry: RegistryServer, tmp_path: Path, run_cli: RunCli) -> None:
     push_index(registry, "multi/arch", "v1")
     runs = []
     for extra in (["--blob-probe", "head+range"], ["--cache-dir", str(tmp_path / "c")],
                   ["--cache-dir", str(tmp_path / "c")]):
-        proc = subprocess.run(
-            [sys.executable, "-m", "verifier", "scan", registry.host, "--plain-http",
-             "--format", "json", *extra], capture_output=True, text=True, timeout=120)
-        assert proc.returncode == 0, proc.stderr
-        runs.append(json.loads(proc.stdout)["summary"])
+        run = run_cli("scan", registry.host, "--plain-http", "--format", "json", *extra)
+        assert run.exit_code == 0, run.stderr
+        runs.append(run.json()["summary"])
     assert runs[0]["blob_requests"] == 2 * runs[0]["blobs"]
     assert runs[2]["manifests_cached"] == 4 and runs[1].get("manifests_cached", 0) == 0
-    nested = subprocess.run(
-        [sys.executable, "-m", "verifier", "image", f"{registry.host}/multi/arch:v1",
-         "--plain-http", "--cache-dir", str(tmp_path / "new" / "deeper")],
-        capture_output=True, text=True, timeout=60)
-    assert nested.returncode == 0, nested.stderr  # created on demand
+    nested = run_cli("image", f"{registry.host}/multi/arch:v1", "--plain-http",
+                     "--cache-dir", tmp_path / "new" / "deeper")
+    assert nested.exit_code == 0, nested.stderr  # created on demand
     afile = tmp_path / "afile"
     afile.write_text("x")
-    refused = subprocess.run(
-        [sys.executable, "-m", "verifier", "image", f"{registry.host}/multi/arch:v1",
-         "--plain-http", "--cache-dir", str(afile)], capture_output=True, text=True, timeout=60)
-    assert refused.returncode == 2
+    refused = run_cli("image", f"{registry.host}/multi/arch:v1", "--plain-http",
+                      "--cache-dir", afile)
+    assert refused.exit_code == 2
     assert "--cache-dir" in refused.stderr and "Traceback" not in refused.stderr
 
 

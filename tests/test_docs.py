@@ -6,13 +6,12 @@ from __future__ import annotations
 import json
 import re
 import shlex
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.support.cli import RunCli
 from tests.support.images import push_image
 from tests.support.registry import RegistryServer, blob_data_path
 from tests.test_examples import parse_cli
@@ -57,13 +56,15 @@ def test_there_are_examples_in_every_user_page() -> None:
 
 @pytest.mark.parametrize(("page", "line", "argv"), example_commands(),
                          ids=lambda v: v if isinstance(v, str) else None)
-def test_every_example_command_parses(page: str, line: int, argv: list[str]) -> None:
+def test_every_example_command_parses(page: str, line: int, argv: list[str],
+                                      run_cli: RunCli) -> None:
     if any(token.startswith("[") for token in argv):
         # A synopsis (`fs scan PATH [--registry NAME]...`): its options must exist.
         command = [t for t in argv if t.isidentifier() or "-" in t and not t.startswith("-")]
         options = {t.strip("[].") for t in argv if t.strip("[.").startswith("--")}
-        help_text = subprocess.run([sys.executable, "-m", "verifier", *command[:2], "--help"],
-                                   capture_output=True, text=True, check=True).stdout
+        help_run = run_cli(*command[:2], "--help")
+        assert help_run.exit_code == 0, help_run.output
+        help_text = help_run.stdout
         for option in options:
             assert option in help_text, (page, line, option)
         return
@@ -117,16 +118,15 @@ def _documented_report() -> dict[str, Any]:
 
 
 @pytest.mark.registry
-def test_json_example_has_the_shape_of_a_real_run(registry: RegistryServer) -> None:
+def test_json_example_has_the_shape_of_a_real_run(registry: RegistryServer,
+                                                  run_cli: RunCli) -> None:
     # The example's situation: a layer's data file deleted, the registry restarted (cold cache).
     image = push_image(registry, "app/web", "v1", layers=2)
     blob_data_path(registry.v2, image.layers[0].digest).unlink()
     registry.restart()
-    run = subprocess.run([sys.executable, "-m", "verifier", "image",
-                          f"{registry.host}/app/web:v1", "--plain-http", "--format", "json"],
-                         capture_output=True, text=True, timeout=120, check=False)
-    assert run.returncode == 1, run.stderr
-    real, doc = json.loads(run.stdout), _documented_report()
+    run = run_cli("image", f"{registry.host}/app/web:v1", "--plain-http", "--format", "json")
+    assert run.exit_code == 1, run.stderr
+    real, doc = run.json(), _documented_report()
     summary_keys = {"manifests", "blobs", "images", "images_broken", "images_error", "requests",
                     "requests_by_code", "defects", "defects_by_kind", "duration_seconds"}
     # The documented summary shows the main counters; the real one may carry more.
@@ -153,7 +153,8 @@ def _normalise(text: str, host: str) -> str:
 
 
 @pytest.mark.registry
-def test_readme_output_example_is_what_the_tool_prints(registry: RegistryServer) -> None:
+def test_readme_output_example_is_what_the_tool_prints(registry: RegistryServer,
+                                                       run_cli: RunCli) -> None:
     readme = (ROOT / "README.md").read_text()
     [block] = [b for b in FENCE.findall(readme) if b.startswith("$ regverify image ")]
     command, _, shown = block.partition("\n")
@@ -162,13 +163,12 @@ def test_readme_output_example_is_what_the_tool_prints(registry: RegistryServer)
     # The demo's situation: the layer's data file deleted while the registry's cache is warm.
     image = push_image(registry, "team/api", "1.1")
     ref = argv[0].replace(documented_host, registry.host)
-    warm = subprocess.run([sys.executable, "-m", "verifier", "image", ref, *argv[1:]],
-                          capture_output=True, text=True, timeout=120, check=False)
-    assert warm.returncode == 0, warm.stdout + warm.stderr
+    # A real process, as in the README: what a shell shows, byte for byte.
+    warm = run_cli("image", ref, *argv[1:], subprocess=True)
+    assert warm.exit_code == 0, warm.stdout + warm.stderr
     blob_data_path(registry.v2, image.layers[0].digest).unlink()
-    run = subprocess.run([sys.executable, "-m", "verifier", "image", ref, *argv[1:]],
-                         capture_output=True, text=True, timeout=120, check=False)
-    assert run.returncode == 1, run.stderr
+    run = run_cli("image", ref, *argv[1:], subprocess=True)
+    assert run.exit_code == 1, run.stderr
     assert _normalise(run.stdout, registry.host) == _normalise(shown, documented_host)
 
 

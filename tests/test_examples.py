@@ -21,6 +21,7 @@ import yaml
 from kubernetes_validate.utils import SchemaNotFoundError, ValidationError, validate
 from typer.main import get_command
 
+from tests.support.cli import RunCli
 from tests.support.images import push_image
 from tests.support.promtool import check_metrics, run_promtool
 from tests.support.registry import RegistryServer, blob_data_path
@@ -363,7 +364,8 @@ def test_systemd_analyze_verify(tmp_path: Path) -> None:
 
 
 @pytest.mark.registry
-def test_systemd_scan_command_on_real_storage(registry: RegistryServer, tmp_path: Path) -> None:
+def test_systemd_scan_command_on_real_storage(registry: RegistryServer, tmp_path: Path,
+                                             run_cli: RunCli) -> None:
     web = push_image(registry, "app/web", "v1")
     push_image(registry, "team/api", "1.0")
     blob_data_path(registry.v2, web.layers[0].digest).unlink()
@@ -373,10 +375,9 @@ def test_systemd_scan_command_on_real_storage(registry: RegistryServer, tmp_path
     args = [str(registry.root) if a == "/var/lib/docker-registry" else
             str(textfile) if a.endswith(".prom") else
             str(tmp_path / "fs-scan.json") if a.endswith(".json") else a for a in argv[1:]]
-    run = subprocess.run([sys.executable, "-m", "verifier", *args], capture_output=True,
-                         text=True, timeout=120, check=False)
+    run = run_cli(*args)
     # 1 = defects found, which the unit treats as success (SuccessExitStatus=1).
-    assert run.returncode == 1, run.stderr
+    assert run.exit_code == 1, run.stderr
     assert _unit("regverify-fs-scan.service")["Service"]["SuccessExitStatus"] == "1"
     text = textfile.read_text()
     check_metrics(text)

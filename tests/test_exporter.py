@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.support.cli import RunCli
 from tests.support.images import push_image
 from tests.support.promtool import check_metrics
 from tests.support.registry import RegistryServer, blob_data_path
@@ -325,8 +326,8 @@ def test_serve_records_an_unreachable_registry(tmp_path: Path,
     assert server.terminate() == 0
 
 
-def test_serve_bad_options_exit_2(tmp_path: Path) -> None:
+def test_serve_bad_options_exit_2(tmp_path: Path, run_cli: RunCli) -> None:
     for args in (["--interval", "soon"], ["--listen", "nowhere"]):
-        run = subprocess.run([sys.executable, "-m", "verifier", "serve", "127.0.0.1:5000",
-                              *args], capture_output=True, text=True, timeout=60, check=False)
-        assert run.returncode == 2 and "regverify: error:" in run.stderr
+        # A real process: were the options accepted, the exporter would serve until killed.
+        run = run_cli("serve", "127.0.0.1:5000", *args, subprocess=True, timeout=60)
+        assert run.exit_code == 2 and "regverify: error:" in run.stderr

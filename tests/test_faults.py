@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.cli import run_cli
+from tests.support.cli import CliResult, run_cli
 from tests.support.faultproxy import FAULTS, FaultPlan, FaultProxy, describe, run_proxy_requests
 from tests.support.images import make_layer, push_image, push_index
 from tests.support.registry import RegistryServer, blob_data_path, revision_link_path
@@ -30,11 +30,9 @@ from verifier.registry.client import ClientOptions, RegistryClient, RequestFaile
 from verifier.registry.retry import parse_retry_after
 
 
-def scan(host: str, *args: str) -> tuple[int, dict[str, Any]]:
-    """`regverify scan HOST --plain-http --format json ARGS`, in-process -> exit code, report."""
-    result = run_cli("scan", host, "--plain-http", "--format", "json", *args, no_traceback=True)
-    doc: dict[str, Any] = result.json()
-    return result.exit_code, doc
+def scan(host: str, *args: str) -> CliResult:
+    """`regverify scan HOST --plain-http --format json ARGS`, in-process, no traceback."""
+    return run_cli("scan", host, "--plain-http", "--format", "json", *args, no_traceback=True)
 
 
 def verdicts(doc: dict[str, Any]) -> dict[str, str]:
@@ -98,25 +96,21 @@ def _damage(server: RegistryServer) -> Damaged:
     path = blob_data_path(server.v2, truncated.layers[0].digest)
     path.write_bytes(path.read_bytes()[:1000])
     server.restart()
-    code, doc = scan(server.host)  # warms the blob descriptor cache for every healthy blob
-    assert code == 1, doc
+    run = scan(server.host)  # warms the blob descriptor cache for every healthy blob
+    doc = run.json()
+    assert run.exit_code == 1, doc
     blob_data_path(server.v2, warm.layers[0].digest).unlink()  # the real incident: warm, gone
 
-    code, baseline = scan(server.host)
-    assert code == 1
+    run = scan(server.host)
+    baseline = run.json()
+    assert run.exit_code == 1
     assert {r for r, s in verdicts(baseline).items() if s == "broken"} == broken, baseline
     assert {r for r, s in verdicts(baseline).items() if s == "ok"} == healthy
-    code, deep_baseline = scan(server.host, "--deep")
-    assert code == 1
+    run = scan(server.host, "--deep")
+    deep_baseline = run.json()
+    assert run.exit_code == 1
     assert verdicts(deep_baseline) == verdicts(baseline)
     return Damaged(server, broken, healthy, baseline, deep_baseline)
-
-
-def _through(damaged: Damaged, plan: FaultPlan, *args: str) -> tuple[int, dict[str, Any],
-                                                                      FaultProxy]:
-    with FaultProxy(damaged.server.url, plan) as proxy:
-        code, doc = scan(proxy.host, *args)
-    return code, doc, proxy
 
 
 # --- acceptance: same verdicts through a flaky network -----------------------------------------
@@ -128,9 +122,11 @@ def test_scan_through_faults_reports_exactly_the_same_broken_images(
     damaged: Damaged, seed: int
 ) -> None:
     plan = FaultPlan(seed=seed, rate=0.35, max_streak=2)
-    code, doc, proxy = _through(damaged, plan)
+    with FaultProxy(damaged.server.url, plan) as proxy:
+        run = scan(proxy.host)
+    doc = run.json()
     note = describe(proxy.events)
-    assert code == 1, (note, doc["findings"])
+    assert run.exit_code == 1, (note, doc["findings"])
     assert verdicts(doc) == verdicts(damaged.baseline), note
     assert defects(doc) == defects(damaged.baseline), note
     assert not any(f["kind"] == "request_failed" for f in doc["findings"]), note
@@ -143,8 +139,10 @@ def test_scan_through_faults_reports_exactly_the_same_broken_images(
 @pytest.mark.registry
 def test_deep_scan_through_faults_matches(damaged: Damaged) -> None:
     plan = FaultPlan(seed=11, rate=0.35, faults=("truncate", "reset", "503", "delay"))
-    code, doc, proxy = _through(damaged, plan, "--deep")
-    assert code == 1
+    with FaultProxy(damaged.server.url, plan) as proxy:
+        run = scan(proxy.host, "--deep")
+    doc = run.json()
+    assert run.exit_code == 1
     assert verdicts(doc) == verdicts(damaged.deep_baseline), describe(proxy.events)
     assert defects(doc) == defects(damaged.deep_baseline)
     assert proxy.injected["truncate"] > 0
@@ -154,8 +152,10 @@ def test_deep_scan_through_faults_matches(damaged: Damaged) -> None:
 def test_stalls_longer_than_the_timeout_are_retried(damaged: Damaged) -> None:
     # Each stalled answer comes after the client's --timeout: it gives up, then tries again.
     plan = FaultPlan(seed=5, rate=0.2, faults=("delay",), delay=(1.0, 1.2), max_streak=1)
-    code, doc, proxy = _through(damaged, plan, "--timeout", "0.5")
-    assert code == 1
+    with FaultProxy(damaged.server.url, plan) as proxy:
+        run = scan(proxy.host, "--timeout", "0.5")
+    doc = run.json()
+    assert run.exit_code == 1
     assert verdicts(doc) == verdicts(damaged.baseline), describe(proxy.events)
     assert defects(doc) == defects(damaged.baseline)
     assert proxy.injected["delay"] > 0
@@ -188,8 +188,9 @@ def test_blob_faults_outlasting_the_retries_make_images_error_not_broken(
             await exchange.respond(503, b"busy\n", [("Retry-After", "0")])
 
     with FaultProxy(damaged.server.url, intercept=blobs_unavailable) as proxy:
-        code, doc = scan(proxy.host, "--retries", "1", "--tag", "v1")
-    assert code == 3
+        run = scan(proxy.host, "--retries", "1", "--tag", "v1")
+    doc = run.json()
+    assert run.exit_code == 3
     for ref, status in verdicts(doc).items():
         assert status == "error", (ref, doc["findings"])
     assert {f["kind"] for f in doc["findings"]} == {"request_failed"}
@@ -201,13 +202,13 @@ def test_registry_lost_mid_scan_never_calls_a_healthy_image_broken(damaged: Dama
     true = verdicts(damaged.baseline)
     with FaultProxy(damaged.server.url) as proxy:
         proxy.gone_after = 40  # the registry vanishes after 40 requests
-        code, doc = scan(proxy.host, "--retries", "1", "--concurrency", "2")
-    got = verdicts(doc)
-    assert code in (1, 3)
+        run = scan(proxy.host, "--retries", "1", "--concurrency", "2")
+    got = verdicts(run.json())
+    assert run.exit_code in (1, 3)
     assert "error" in got.values()
     for ref, status in got.items():
         assert status in (true[ref], "error"), (ref, status)
-    if code == 1:
+    if run.exit_code == 1:
         assert "broken" in got.values()
     else:
         assert "broken" not in got.values()

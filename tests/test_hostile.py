@@ -18,7 +18,7 @@ from urllib.parse import parse_qs
 
 import pytest
 
-from tests.support.cli import run_cli
+from tests.support.cli import CliResult, run_cli
 from tests.support.faultproxy import Exchange, LoopbackHTTPServer
 from tests.support.images import push_image
 from tests.support.registry import RegistryServer, blob_data_path
@@ -113,21 +113,11 @@ def hostile() -> Iterator[HostileRegistry]:
         yield server
 
 
-def json_run(*args: str, subprocess: bool = False,
-             timeout: float = 30) -> tuple[int, dict[str, Any] | None, str]:
-    """`regverify ARGS --format json` (a subprocess is killed if it hangs, failing the test):
-    exit code, report (None if none), stderr."""
-    run = run_cli(*args, "--format", "json", subprocess=subprocess, timeout=timeout,
-                  no_traceback=True)
-    return run.exit_code, run.json() if run.stdout.strip() else None, run.stderr
-
-
-def image(server: LoopbackHTTPServer, ref: str, *extra: str) -> tuple[int, dict[str, Any]]:
-    """`regverify image` against the hostile registry; the report must exist."""
-    code, doc, err = json_run("image", f"{server.host}/{ref}", "--plain-http", "--retries", "1",
-                              "--timeout", "2", *extra)
-    assert doc is not None, err
-    return code, doc
+def image(server: LoopbackHTTPServer, ref: str, *extra: str) -> CliResult:
+    """`regverify image REF --format json` in-process against the hostile registry, with a
+    short timeout and one retry; never a traceback."""
+    return run_cli("image", f"{server.host}/{ref}", "--plain-http", "--retries", "1",
+                   "--timeout", "2", *extra, "--format", "json", no_traceback=True)
 
 
 def kinds(doc: dict[str, Any]) -> set[str]:
@@ -188,8 +178,9 @@ _MALFORMED: dict[str, bytes] = {
 @pytest.mark.parametrize("name", sorted(_MALFORMED))
 def test_malformed_manifest_is_manifest_invalid(hostile: HostileRegistry, name: str) -> None:
     hostile.manifest("/v2/bad/manifests/v1", _MALFORMED[name])
-    code, doc = image(hostile, "bad:v1")
-    assert code == 1, doc["findings"]
+    run = image(hostile, "bad:v1")
+    doc = run.json()
+    assert run.exit_code == 1, doc["findings"]
     assert kinds(doc) == {"manifest_invalid"}, doc["findings"]
     assert doc["images"][0]["status"] == "broken"
     # A digest that is not a digest is never used in a request.
@@ -199,8 +190,9 @@ def test_malformed_manifest_is_manifest_invalid(hostile: HostileRegistry, name: 
 def test_wrong_size_in_descriptor_is_a_size_mismatch(hostile: HostileRegistry) -> None:
     huge = image_manifest(layers=[{**desc(LAYER_TYPE, LAYER), "size": 2**70}])
     hostile.manifest("/v2/bad/manifests/v1", dump(huge))
-    code, doc = image(hostile, "bad:v1")
-    assert code == 1 and kinds(doc) == {"size_mismatch"}
+    run = image(hostile, "bad:v1")
+    doc = run.json()
+    assert run.exit_code == 1 and kinds(doc) == {"size_mismatch"}
 
 
 @pytest.mark.parametrize(("header", "kind"), [
@@ -213,16 +205,18 @@ def test_wrong_size_in_descriptor_is_a_size_mismatch(hostile: HostileRegistry) -
 def test_hostile_docker_content_digest(hostile: HostileRegistry, header: str, kind: str) -> None:
     hostile.manifest("/v2/bad/manifests/v1", dump(image_manifest()),
                      headers=(("Docker-Content-Digest", header),))
-    code, doc = image(hostile, "bad:v1")
-    assert code == 1 and kinds(doc) == {kind}, doc["findings"]
+    run = image(hostile, "bad:v1")
+    doc = run.json()
+    assert run.exit_code == 1 and kinds(doc) == {kind}, doc["findings"]
 
 
 def test_body_not_matching_the_requested_digest(hostile: HostileRegistry) -> None:
     body = dump(image_manifest())
     other = sha(b"something else")
     hostile.manifest(f"/v2/bad/manifests/{other}", body)
-    code, doc = image(hostile, f"bad@{other}")
-    assert code == 1 and kinds(doc) == {"digest_mismatch"}
+    run = image(hostile, f"bad@{other}")
+    doc = run.json()
+    assert run.exit_code == 1 and kinds(doc) == {"digest_mismatch"}
     [finding] = doc["findings"]
     assert (finding["expected_digest"], finding["actual_digest"]) == (other, sha(body))
 
@@ -230,8 +224,9 @@ def test_body_not_matching_the_requested_digest(hostile: HostileRegistry) -> Non
 def test_content_encoding_that_lies_is_request_failed(hostile: HostileRegistry) -> None:
     hostile.manifest("/v2/bad/manifests/v1", dump(image_manifest()),
                      headers=(("Content-Encoding", "gzip"),))
-    code, doc = image(hostile, "bad:v1")
-    assert code == 3 and kinds(doc) == {"request_failed"}
+    run = image(hostile, "bad:v1")
+    doc = run.json()
+    assert run.exit_code == 3 and kinds(doc) == {"request_failed"}
     assert doc["images"][0]["status"] == "error"
 
 
@@ -248,8 +243,9 @@ def test_manifest_over_the_size_cap(hostile: HostileRegistry) -> None:
 
     hostile.routes["/v2/chunked/manifests/v1"] = endless_chunked
     for repo in ("declared", "chunked"):
-        code, doc = image(hostile, f"{repo}:v1", "--max-manifest-bytes", "4096")
-        assert code == 1 and kinds(doc) == {"manifest_invalid"}
+        run = image(hostile, f"{repo}:v1", "--max-manifest-bytes", "4096")
+        doc = run.json()
+        assert run.exit_code == 1 and kinds(doc) == {"manifest_invalid"}
         assert "4096-byte cap" in doc["findings"][0]["message"]
 
 
@@ -264,8 +260,9 @@ def test_index_cycle_is_reported_not_followed(hostile: HostileRegistry) -> None:
         {"mediaType": OCI_INDEX, "digest": child, "size": 0}]})
     hostile.manifest(f"/v2/loop/manifests/{child}", looping, OCI_INDEX)
     hostile.manifest("/v2/loop/manifests/v1", looping, OCI_INDEX)
-    code, doc = image(hostile, "loop:v1")
-    assert code == 1
+    run = image(hostile, "loop:v1")
+    doc = run.json()
+    assert run.exit_code == 1
     assert {"manifest_invalid", "digest_mismatch"} <= kinds(doc)
     assert any("cycle" in f["message"] for f in doc["findings"])
     # The walk notices the cycle when the child lists itself: two GETs, never more.
@@ -290,8 +287,9 @@ def test_endlessly_nested_indexes_stop_at_the_depth_limit(hostile: HostileRegist
             await original_handle(exchange)
 
     hostile.handler = route_all
-    code, doc = image(hostile, "deep:v1")
-    assert code == 1
+    run = image(hostile, "deep:v1")
+    doc = run.json()
+    assert run.exit_code == 1
     assert any("nested deeper" in f["message"] for f in doc["findings"])
     assert sum("/manifests/" in p for p in hostile.paths()) <= 12
 
@@ -308,12 +306,10 @@ def _json_route(doc: Any, link: str | None = None) -> Route:
     return route
 
 
-def scan_cli(server: LoopbackHTTPServer, *extra: str) -> tuple[int, dict[str, Any]]:
-    """`regverify scan` in-process against a loopback server."""
-    code, doc, err = json_run("scan", server.host, "--plain-http", "--retries", "1",
-                              "--timeout", "2", *extra)
-    assert doc is not None, err
-    return code, doc
+def scan_cli(server: LoopbackHTTPServer, *extra: str) -> CliResult:
+    """`regverify scan --format json` in-process against a loopback server; no traceback."""
+    return run_cli("scan", server.host, "--plain-http", "--retries", "1", "--timeout", "2",
+                   *extra, "--format", "json", no_traceback=True)
 
 
 def test_catalog_that_is_html(hostile: HostileRegistry) -> None:
@@ -321,8 +317,9 @@ def test_catalog_that_is_html(hostile: HostileRegistry) -> None:
         await exchange.respond(200, b"<html>login</html>", [("Content-Type", "text/html")])
 
     hostile.routes["/v2/_catalog"] = html
-    code, doc = scan_cli(hostile)
-    assert code == 3
+    run = scan_cli(hostile)
+    doc = run.json()
+    assert run.exit_code == 3
     assert kinds(doc) == {"catalog_inaccessible"}
     assert "not a JSON object" in doc["findings"][0]["message"]
 
@@ -340,8 +337,9 @@ def test_catalog_link_that_loops(hostile: HostileRegistry) -> None:
     hostile.routes["/v2/_catalog"] = catalog
     hostile.routes["/v2/a/tags/list"] = _json_route({"name": "a", "tags": None})
     hostile.routes["/v2/b/tags/list"] = _json_route({"name": "b", "tags": None})
-    code, doc = scan_cli(hostile)
-    assert code == 3
+    run = scan_cli(hostile)
+    doc = run.json()
+    assert run.exit_code == 3
     [finding] = doc["findings"]
     assert finding["kind"] == "catalog_inaccessible" and "loops" in finding["message"]
     assert hostile.paths().count("/v2/_catalog") == 2
@@ -361,8 +359,9 @@ def test_catalog_that_never_ends_is_capped(hostile: HostileRegistry) -> None:
     assert "stopped after 30 pages" in finding.message
     assert hostile.paths().count("/v2/_catalog") == 30
     # Through the CLI, which has no page cap option, the deadline ends it.
-    code, doc = scan_cli(hostile, "--deadline", "2")
-    assert code == 3 and "request_failed" in kinds(doc)
+    run = scan_cli(hostile, "--deadline", "2")
+    doc = run.json()
+    assert run.exit_code == 3 and "request_failed" in kinds(doc)
 
 
 def test_tag_lists_that_are_html_or_loop(hostile: HostileRegistry) -> None:
@@ -374,8 +373,9 @@ def test_tag_lists_that_are_html_or_loop(hostile: HostileRegistry) -> None:
     hostile.routes["/v2/loop/tags/list"] = _json_route(
         {"name": "loop", "tags": ["x"]}, '</v2/loop/tags/list>; rel="next"')
     hostile.manifest("/v2/loop/manifests/x", dump(image_manifest()))
-    code, doc = scan_cli(hostile)
-    assert code == 3
+    run = scan_cli(hostile)
+    doc = run.json()
+    assert run.exit_code == 3
     by_repo = {f["repository"]: f for f in doc["findings"]}
     assert by_repo["html"]["kind"] == "request_failed"
     assert by_repo["loop"]["kind"] == "request_failed" and "loops" in by_repo["loop"]["message"]
@@ -388,8 +388,9 @@ def test_hostile_names_in_listings_are_never_requested(hostile: HostileRegistry)
     hostile.routes["/v2/ok/repo/tags/list"] = _json_route(
         {"name": "ok/repo", "tags": ["../../v1", "-x", "t" * 200, "v1", "a/b", "\u00e9"]})
     hostile.manifest("/v2/ok/repo/manifests/v1", dump(image_manifest()))
-    code, doc = scan_cli(hostile)
-    assert code == 0, doc["findings"]
+    run = scan_cli(hostile)
+    doc = run.json()
+    assert run.exit_code == 0, doc["findings"]
     assert [i["reference"] for i in doc["images"]] == [f"{hostile.host}/ok/repo:v1"]
     manifest_or_tags = [p for p in hostile.paths() if p.endswith("/tags/list")
                         or "/manifests/" in p]
@@ -441,10 +442,11 @@ def test_servers_that_never_finish_cannot_hang_us(
     for name, behaviour in _NEVER_FINISHING.items():
         hostile.routes[f"/v2/{name}/tags/list"] = _json_route({"name": name, "tags": ["v1"]})
         hostile.routes[f"/v2/{name}/manifests/v1"] = behaviour
-    code, doc, err = json_run("scan", hostile.host, "--plain-http", "--retries", "1",
-                              *limit, subprocess=True)
-    assert code == 3, err
-    assert doc is not None and kinds(doc) == {"request_failed"}
+    run = run_cli("scan", hostile.host, "--plain-http", "--retries", "1", *limit,
+                  "--format", "json", subprocess=True, timeout=30, no_traceback=True)
+    assert run.exit_code == 3, run.stderr
+    doc = run.json()
+    assert kinds(doc) == {"request_failed"}
     assert {i["repository"]: i["status"] for i in doc["images"]} == {
         name: "error" for name in _NEVER_FINISHING}
 
@@ -461,9 +463,10 @@ def test_a_blob_that_trickles_under_deep_cannot_hang_us(hostile: HostileRegistry
 
     hostile.manifest("/v2/slow/manifests/v1", dump(image_manifest()))
     hostile.routes[f"/v2/slow/blobs/{sha(LAYER)}"] = trickle_blob
-    code, doc, _ = json_run("image", f"{hostile.host}/slow:v1", "--plain-http", "--deep",
-                            "--retries", "0", "--timeout", "1", subprocess=True)
-    assert code == 3 and kinds(doc or {"findings": []}) == {"request_failed"}
+    run = run_cli("image", f"{hostile.host}/slow:v1", "--plain-http", "--deep",
+                  "--retries", "0", "--timeout", "1", "--format", "json", subprocess=True,
+                  timeout=30, no_traceback=True)
+    assert run.exit_code == 3 and kinds(run.json()) == {"request_failed"}
 
 
 def test_an_endless_blob_under_deep_is_a_size_mismatch(hostile: HostileRegistry) -> None:
@@ -474,8 +477,9 @@ def test_an_endless_blob_under_deep_is_a_size_mismatch(hostile: HostileRegistry)
 
     hostile.manifest("/v2/big/manifests/v1", dump(image_manifest()))
     hostile.routes[f"/v2/big/blobs/{sha(LAYER)}"] = endless
-    code, doc = image(hostile, "big:v1", "--deep")
-    assert code == 1 and kinds(doc) == {"size_mismatch"}
+    run = image(hostile, "big:v1", "--deep")
+    doc = run.json()
+    assert run.exit_code == 1 and kinds(doc) == {"size_mismatch"}
 
 
 def test_head_answered_with_a_body(hostile: HostileRegistry) -> None:
@@ -489,8 +493,9 @@ def test_head_answered_with_a_body(hostile: HostileRegistry) -> None:
 
     hostile.manifest("/v2/app/manifests/v1", dump(image_manifest()))
     hostile.routes[f"/v2/app/blobs/{sha(LAYER)}"] = head_with_body
-    code, doc = image(hostile, "app:v1", "--concurrency", "1")
-    assert code in (0, 3), doc["findings"]  # right, or honestly unsure; never "broken"
+    run = image(hostile, "app:v1", "--concurrency", "1")
+    doc = run.json()
+    assert run.exit_code in (0, 3), doc["findings"]  # right, or honestly unsure; never "broken"
     assert doc["images"][0]["status"] != "broken"
 
 
@@ -505,8 +510,9 @@ def test_blob_redirects_that_go_nowhere(hostile: HostileRegistry, location: str)
 
     hostile.manifest("/v2/app/manifests/v1", dump(image_manifest()))
     hostile.routes[f"/v2/app/blobs/{sha(LAYER)}"] = redirect
-    code, doc = image(hostile, "app:v1")
-    assert code == 3 and kinds(doc) == {"request_failed"}
+    run = image(hostile, "app:v1")
+    doc = run.json()
+    assert run.exit_code == 3 and kinds(doc) == {"request_failed"}
     assert doc["images"][0]["status"] == "error"
 
 
@@ -522,13 +528,13 @@ def test_hostile_auth_challenges(hostile: HostileRegistry, challenge: str) -> No
         await exchange.respond(401, b"{}", [("WWW-Authenticate", challenge)])
 
     hostile.routes["/v2/app/manifests/v1"] = unauthorized
-    code, doc, err = json_run("image", f"{hostile.host}/app:v1", "--plain-http", "--retries", "0",
-                              "--timeout", "2")
-    assert code == 3, (doc, err)
-    if doc is None:
-        assert err.count("\n") == 1 and err.startswith("regverify: error:")
+    run = run_cli("image", f"{hostile.host}/app:v1", "--plain-http", "--retries", "0",
+                  "--timeout", "2", "--format", "json", no_traceback=True)
+    assert run.exit_code == 3, (run.stdout, run.stderr)
+    if not run.stdout.strip():  # no report: a one-line error instead
+        assert run.stderr.count("\n") == 1 and run.stderr.startswith("regverify: error:")
     else:
-        assert kinds(doc) <= {"auth_failed", "request_failed"}
+        assert kinds(run.json()) <= {"auth_failed", "request_failed"}
 
 
 # --- references --------------------------------------------------------------------------------
@@ -544,17 +550,17 @@ def test_hostile_auth_challenges(hostile: HostileRegistry, challenge: str) -> No
     "127.0.0.1:5000/app@sha256:" + "A" * 64,
 ], ids=lambda ref: repr(ref[:40]))
 def test_bad_references_are_one_line_usage_errors(ref: str) -> None:
-    code, doc, err = json_run("image", ref, "--plain-http")
-    assert code == 2, err
-    assert doc is None
-    assert err.startswith("regverify: error: invalid ") and err.count("\n") == 1
+    run = run_cli("image", ref, "--plain-http", "--format", "json", no_traceback=True)
+    assert run.exit_code == 2, run.stderr
+    assert not run.stdout.strip()  # no report
+    assert run.stderr.startswith("regverify: error: invalid ") and run.stderr.count("\n") == 1
 
 
 @pytest.mark.parametrize("registry", ["not a host", "http://", "a/b", "127.0.0.1:70000", ""])
 def test_bad_registries_are_one_line_usage_errors(registry: str) -> None:
-    code, doc, err = json_run("scan", registry, "--plain-http")
-    assert code == 2 and doc is None
-    assert err.startswith("regverify: error: invalid ") and err.count("\n") == 1
+    run = run_cli("scan", registry, "--plain-http", "--format", "json", no_traceback=True)
+    assert run.exit_code == 2 and not run.stdout.strip()  # no report
+    assert run.stderr.startswith("regverify: error: invalid ") and run.stderr.count("\n") == 1
 
 
 # --- the real registry: a manifest edited on disk ------------------------------------------------
@@ -577,14 +583,14 @@ def test_manifest_edited_on_disk(registry: RegistryServer, tmp_path: Path, edit:
         data = b"\x00garbage" * 10
     path.write_bytes(data)
     for ref in ("app/web:v1", f"app/web@{pushed.digest}"):
-        code, doc, err = json_run("image", f"{registry.host}/{ref}", "--plain-http",
-                                  "--retries", "1", subprocess=True)
-        assert doc is not None, err
+        run = run_cli("image", f"{registry.host}/{ref}", "--plain-http", "--retries", "1",
+                      "--format", "json", subprocess=True, timeout=30, no_traceback=True)
+        doc = run.json()
         if edit == "garbage":
             # distribution cannot parse what it stored and answers 500: we cannot tell more.
-            assert code in (1, 3) and doc["images"][0]["status"] != "ok", doc["findings"]
+            assert run.exit_code in (1, 3) and doc["images"][0]["status"] != "ok", doc["findings"]
         else:
-            assert code == 1, doc["findings"]
+            assert run.exit_code == 1, doc["findings"]
             assert "digest_mismatch" in kinds(doc)
             mismatch = next(f for f in doc["findings"] if f["kind"] == "digest_mismatch")
             assert mismatch["expected_digest"] == pushed.digest

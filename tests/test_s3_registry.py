@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.cli import run_cli
+from tests.support.cli import CliResult, run_cli
 from tests.support.s3 import (
     MotoS3,
     OciLayout,
@@ -37,11 +37,10 @@ HTPASSWD_LINE = "tester:$2b$05$abcdefghijklmnopqrstuuLK7U1u6pVRmL7L1BBM2aS35PSZn
 USER, PASSWORD = "tester", "s3cret"
 
 
-def regverify(*args: str, env: dict[str, str] | None = None) -> tuple[int, dict[str, Any]]:
-    """The real CLI in a subprocess with `--plain-http --format json`: exit code and report."""
-    run = run_cli(*args, "--plain-http", "--format", "json", env=env, subprocess=True,
-                  no_traceback=True)
-    return run.exit_code, run.json() if run.stdout.strip() else {}
+def regverify(*args: str, env: dict[str, str] | None = None) -> CliResult:
+    """The real CLI in a subprocess with `--plain-http --format json`; never a traceback."""
+    return run_cli(*args, "--plain-http", "--format", "json", env=env, subprocess=True,
+                   no_traceback=True)
 
 
 def error_kinds(report: dict[str, Any]) -> Counter[str]:
@@ -80,22 +79,25 @@ def test_healthy_images_scan_clean_with_one_ranged_get_per_repository_and_blob(
     assert skopeo_copy_all(f"{s3.host}/multi/tool:latest", tmp_path / "pull").ok
 
     s3.recorder.clear()
-    code, report = regverify("image", f"{s3.host}/app/web:v1")
-    assert code == 0, report["findings"]
+    run = regverify("image", f"{s3.host}/app/web:v1")
+    report = run.json()
+    assert run.exit_code == 0, report["findings"]
     assert report["images"][0]["digest"] == image.digest
     assert_one_ranged_get_each(
         s3, Counter({s3.registry.blob_data_key(d): 1 for d in blob_digests(image)}))
 
     s3.recorder.clear()
-    code, report = regverify("image", f"{s3.host}/multi/tool:latest")
-    assert code == 0, report["findings"]
+    run = regverify("image", f"{s3.host}/multi/tool:latest")
+    report = run.json()
+    assert run.exit_code == 0, report["findings"]
     assert report["images"][0]["digest"] == index.digest
     assert_one_ranged_get_each(
         s3, Counter({s3.registry.blob_data_key(d): 1 for d in blob_digests(index)}))
 
     s3.recorder.clear()
-    code, report = regverify("scan", s3.host)
-    assert code == 0, report["findings"]
+    run = regverify("scan", s3.host)
+    report = run.json()
+    assert run.exit_code == 0, report["findings"]
     assert report["summary"]["images"] == 3 and report["summary"]["defects"] == 0
     expected = Counter({s3.registry.blob_data_key(d): 2 for d in blob_digests(image)})
     expected.update({s3.registry.blob_data_key(d): 1 for d in blob_digests(index)})
@@ -117,8 +119,9 @@ def test_layer_object_deleted_is_blob_missing_and_skopeo_agrees(
         s3.registry.restart()  # the registry then stats the object itself and answers 404
 
     s3.recorder.clear()
-    code, report = regverify("image", f"{s3.host}/app/web:v1")
-    assert code == 1, report
+    run = regverify("image", f"{s3.host}/app/web:v1")
+    report = run.json()
+    assert run.exit_code == 1, report
     assert error_kinds(report) == Counter({"blob_missing": 1})
     (finding,) = [f for f in report["findings"] if f["severity"] == "error"]
     assert finding["digest"] == lost.digest
@@ -143,11 +146,11 @@ def test_basic_auth_credentials_never_reach_storage(
         image = push_image_with_skopeo(s3.host, "private/app", "v1", tmp_path,
                                        creds=f"{USER}:{PASSWORD}")
         s3.recorder.clear()
-        code, report = regverify(
+        run = regverify(
             "scan", s3.host,
             env={"REGVERIFY_USERNAME": USER, "REGVERIFY_PASSWORD": PASSWORD,
                  "DOCKER_CONFIG": str(tmp_path)})
-        assert code == 0, report
+        assert run.exit_code == 0, (run.stdout, run.stderr)
         # The redirects were followed, so the check below is about requests that happened.
         assert_one_ranged_get_each(
             s3, Counter({s3.registry.blob_data_key(d): 1 for d in blob_digests(image)}))

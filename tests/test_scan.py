@@ -25,7 +25,7 @@ import httpx
 import pytest
 import respx
 
-from tests.support.cli import run_cli
+from tests.support.cli import CliResult, run_cli
 from tests.support.images import PushedIndex, make_layer, push_image, push_index, push_manifest_raw
 from tests.support.registry import (
     RegistryServer,
@@ -564,11 +564,10 @@ def _populate(server: RegistryServer) -> Populated:
     return Populated(server, images, broken, pairs)
 
 
-def scan_json(populated: Populated, *args: str) -> tuple[int, dict[str, Any]]:
-    """`regverify scan HOST --plain-http --format json ARGS`."""
-    run = run_cli("scan", populated.server.host, "--plain-http", "--format", "json", *args,
-                  subprocess=True, no_traceback=True)
-    return run.exit_code, run.json()
+def scan_json(populated: Populated, *args: str) -> CliResult:
+    """`regverify scan HOST --plain-http --format json ARGS` in a real process; no traceback."""
+    return run_cli("scan", populated.server.host, "--plain-http", "--format", "json", *args,
+                   subprocess=True, no_traceback=True)
 
 
 def _image_refs(doc: dict[str, Any], status: str | None = None) -> set[str]:
@@ -581,7 +580,7 @@ def _finding_keys(doc: dict[str, Any]) -> set[tuple[str, ...]]:
 
 
 @pytest.fixture(scope="module")
-def full_scan(populated: Populated) -> tuple[int, dict[str, Any]]:
+def full_scan(populated: Populated) -> CliResult:
     """One unsharded scan shared by the assertions that only read it."""
     return scan_json(populated)
 
@@ -589,10 +588,10 @@ def full_scan(populated: Populated) -> tuple[int, dict[str, Any]]:
 @pytest.mark.registry
 @pytest.mark.skopeo
 def test_scan_finds_exactly_what_skopeo_cannot_pull(
-    populated: Populated, full_scan: tuple[int, dict[str, Any]], tmp_path: Path
+    populated: Populated, full_scan: CliResult, tmp_path: Path
 ) -> None:
-    code, doc = full_scan
-    assert code == 1
+    doc = full_scan.json()
+    assert full_scan.exit_code == 1
     assert _image_refs(doc) == populated.images
     scan_broken = _image_refs(doc, "broken")
     assert _image_refs(doc, "error") == set()
@@ -610,9 +609,9 @@ def test_scan_finds_exactly_what_skopeo_cannot_pull(
 
 @pytest.mark.registry
 def test_summary_counts_and_shared_work(
-    populated: Populated, full_scan: tuple[int, dict[str, Any]]
+    populated: Populated, full_scan: CliResult
 ) -> None:
-    _, doc = full_scan
+    doc = full_scan.json()
     summary = doc["summary"]
     repos = {ref.split("/", 1)[1].rsplit(":", 1)[0] for ref in populated.images}
     assert len(repos) > 100
@@ -635,7 +634,7 @@ def test_summary_counts_and_shared_work(
 
 @pytest.mark.registry
 def test_real_catalog_needs_link_and_scan_follows_it(
-    populated: Populated, full_scan: tuple[int, dict[str, Any]]
+    populated: Populated, full_scan: CliResult
 ) -> None:
     # Without `n` the registry stops at 100: a scan that ignored Link would miss repositories.
     with httpx.Client(base_url=populated.server.url, trust_env=False) as client:
@@ -645,17 +644,17 @@ def test_real_catalog_needs_link_and_scan_follows_it(
     report = asyncio.run(verify_registry(populated.server.host, options,
                                          ScanOptions(page_size=15)))
     assert report.counters["catalog_pages"] > 100 // 15
-    assert {i.reference for i in report.images} == _image_refs(full_scan[1])
+    assert {i.reference for i in report.images} == _image_refs(full_scan.json())
     assert {i.reference for i in report.images if i.status is ImageStatus.BROKEN} == \
         populated.broken
 
 
 @pytest.mark.registry
 def test_shards_union_equals_the_full_scan(
-    populated: Populated, full_scan: tuple[int, dict[str, Any]]
+    populated: Populated, full_scan: CliResult
 ) -> None:
-    _, full = full_scan
-    parts = [scan_json(populated, "--shard", f"{i}/3")[1] for i in range(3)]
+    full = full_scan.json()
+    parts = [scan_json(populated, "--shard", f"{i}/3").json() for i in range(3)]
     images = [_image_refs(p) for p in parts]
     assert all(images)  # every shard got work
     assert sum(len(i) for i in images) == len(_image_refs(full))  # disjoint
@@ -668,16 +667,17 @@ def test_shards_union_equals_the_full_scan(
 
 @pytest.mark.registry
 def test_filters_on_the_real_registry(populated: Populated) -> None:
-    code, doc = scan_json(populated, "--repo", "bulk/g1/*", "--repo", "multi/*",
-                          "--exclude-repo", "multi/arch", "--tag", "v1", "--tag", "lat*",
-                          "--exclude-tag", "dev")
+    run = scan_json(populated, "--repo", "bulk/g1/*", "--repo", "multi/*",
+                    "--exclude-repo", "multi/arch", "--tag", "v1", "--tag", "lat*",
+                    "--exclude-tag", "dev")
+    doc = run.json()
     host = populated.server.host
     expected = {r for r in populated.images
                 if (r.startswith(f"{host}/bulk/g1/") or r.startswith(f"{host}/multi/"))
                 and not r.startswith(f"{host}/multi/arch:")
                 and r.rsplit(":", 1)[1] in ("v1", "latest")}
     assert _image_refs(doc) == expected
-    assert code == 1  # multi/list is still broken
+    assert run.exit_code == 1  # multi/list is still broken
     assert doc["summary"]["tags_excluded"] == 2  # multi/tags: stable and dev
 
 
@@ -685,22 +685,24 @@ def test_filters_on_the_real_registry(populated: Populated) -> None:
 def test_repos_from_without_catalog(populated: Populated, tmp_path: Path) -> None:
     names = tmp_path / "repos.txt"
     names.write_text("# the two that matter\nmulti/fresh\nbulk/g0/r000\n")
-    code, doc = scan_json(populated, "--repos-from", str(names), "--no-catalog")
-    assert code == 0
+    run = scan_json(populated, "--repos-from", str(names), "--no-catalog")
+    doc = run.json()
+    assert run.exit_code == 0
     host = populated.server.host
     assert _image_refs(doc, "ok") == {f"{host}/multi/fresh:v1", f"{host}/bulk/g0/r000:v1"}
     assert doc["scan"]["catalog"] == "not read"
     names.write_text("multi/fresh\nno/such/repo\n")
-    code, doc = scan_json(populated, "--repos-from", str(names), "--no-catalog")
-    assert code == 1
+    run = scan_json(populated, "--repos-from", str(names), "--no-catalog")
+    doc = run.json()
+    assert run.exit_code == 1
     assert [(f["kind"], f["repository"]) for f in doc["findings"]] == [
         ("manifest_missing", "no/such/repo")]
 
 
 @pytest.mark.registry
-def test_json_and_junit_shape(populated: Populated, full_scan: tuple[int, dict[str, Any]],
+def test_json_and_junit_shape(populated: Populated, full_scan: CliResult,
                               tmp_path: Path) -> None:
-    _, doc = full_scan
+    doc = full_scan.json()
     assert doc["mode"] == "scan" and doc["target"] == populated.server.host
     assert doc["exit_code"] == 1
     for key in ("repositories", "tags", "manifests", "blobs", "requests", "defects",

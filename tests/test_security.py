@@ -15,7 +15,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ import httpx
 import pytest
 import trustme
 
-from tests.support.cli import run_cli
+from tests.support.cli import CliResult, run_cli
 from tests.support.faultproxy import Exchange, FaultPlan, FaultProxy, LoopbackHTTPServer
 from tests.support.images import push_image, push_index
 from tests.support.registry import RegistryServer, blob_data_path
@@ -39,51 +39,23 @@ HTPASSWD = f"{USER}:$2b$05$dAW3CWAJevxXweI9mrggPuii1TMv/yax4N3Uxn/rRIlUYqijdQOzC
 IDENTITY_TOKEN = "idtok-51c0ffee-never-print-me"
 
 
-@dataclass
-class Run:
-    """One CLI run: everything it wrote anywhere."""
-
-    args: tuple[str, ...]
-    code: int
-    stdout: str
-    stderr: str
-    files: dict[str, str] = field(default_factory=dict)
-
-    def texts(self) -> list[str]:
-        """Every output of the run."""
-        return [self.stdout, self.stderr, *self.files.values()]
+def written(runs: list[CliResult]) -> dict[str, str]:
+    """Path -> text of every file the runs wrote through `--output`."""
+    files: dict[str, str] = {}
+    for run in runs:
+        if "--output" in run.args:
+            path = Path(run.args[run.args.index("--output") + 1])
+            if path.exists():
+                files[str(path)] = path.read_text()
+    return files
 
 
-def regverify(*args: str, env: dict[str, str] | None = None, stdin: str | None = None,
-              output: Path | None = None, subprocess: bool = True) -> Run:
-    """The real CLI in a subprocess (or in-process, cheaper than a new interpreter: stderr then
-    includes tracebacks), ambient proxies and credentials removed; files it wrote are kept."""
-    argv = [*args, *(["--output", str(output)] if output is not None else [])]
-    result = run_cli(*argv, env=env, input=stdin, subprocess=subprocess)
-    run = Run(tuple(args), result.exit_code, result.stdout, result.stderr)
-    if output is not None and output.exists():
-        run.files[str(output)] = output.read_text()
-    return run
-
-
-def regverify_in_process(*args: str, env: dict[str, str] | None = None,
-                         stdin: str | None = None, output: Path | None = None) -> Run:
-    """`regverify` in-process."""
-    return regverify(*args, env=env, stdin=stdin, output=output, subprocess=False)
-
-
-def report(run: Run) -> dict[str, Any]:
-    """The JSON report of a `--format json` run."""
-    assert run.stdout.strip(), (run.args, run.stderr)
-    doc: dict[str, Any] = json.loads(run.stdout)
-    return doc
-
-
-def assert_no_secret(runs: list[Run], secrets: list[str]) -> None:
-    """No secret, and no Authorization value, in any output of any run."""
+def assert_no_secret(runs: list[CliResult], secrets: list[str]) -> None:
+    """No secret, and no Authorization value, in any output of any run (files it wrote
+    through `--output` included)."""
     secrets = [s for s in secrets if s]
     for run in runs:
-        for text in run.texts():
+        for text in [run.stdout, run.stderr, *written([run]).values()]:
             for secret in secrets:
                 assert secret not in text, (run.args, secret[:12] + "...")
             assert "Authorization" not in text and "eyJ" not in text, run.args
@@ -168,7 +140,7 @@ def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
 # --- nothing secret in any output ------------------------------------------------------------
 
 
-def _every_output_runs(secured: Secured, tmp_path: Path) -> list[Run]:
+def _every_output_runs(secured: Secured, tmp_path: Path) -> list[CliResult]:
     """Every command x format x credential source, a failing login and a lost registry."""
     host = secured.server.host
     creds = _env(tmp_path / "empty", REGVERIFY_USERNAME=USER, REGVERIFY_PASSWORD=PASSWORD)
@@ -185,11 +157,11 @@ def _every_output_runs(secured: Secured, tmp_path: Path) -> list[Run]:
     for fmt in Format:
         jobs.append((("scan", host, "--plain-http", "--format", str(fmt), "--verbose"),
                      {"env": creds}))
-        jobs.append((("scan", host, "--plain-http", "--format", str(fmt)),
-                     {"env": creds, "output": tmp_path / f"report.{fmt}"}))
+        jobs.append((("scan", host, "--plain-http", "--format", str(fmt),
+                      "--output", str(tmp_path / f"report.{fmt}")), {"env": creds}))
     jobs.append((("scan", host, "--plain-http", "--format", "json", "-u", USER,
                   "--password-stdin", "--verbose"),
-                 {"env": _env(tmp_path / "empty"), "stdin": PASSWORD + "\n"}))
+                 {"env": _env(tmp_path / "empty"), "input": PASSWORD + "\n"}))
     jobs.append((("scan", host, "--plain-http", "--format", "json", "--verbose"),
                  {"env": _env(config_dir)}))
     wrong = _env(tmp_path / "empty", REGVERIFY_USERNAME=USER,
@@ -198,8 +170,8 @@ def _every_output_runs(secured: Secured, tmp_path: Path) -> list[Run]:
     jobs.append((("image", "127.0.0.1:1/private/app:v1", "--plain-http", "--retries", "0",
                   "--verbose"), {"env": creds}))
     # Two in real processes (what a CI log would capture), the rest in-process.
-    runs = [regverify(*args, **kw) for args, kw in (jobs[0], jobs[-1])]
-    runs[1:1] = [regverify_in_process(*args, **kw) for args, kw in jobs[1:-1]]
+    runs = [run_cli(*args, subprocess=True, **kw) for args, kw in (jobs[0], jobs[-1])]
+    runs[1:1] = [run_cli(*args, **kw) for args, kw in jobs[1:-1]]
     return runs
 
 
@@ -213,10 +185,10 @@ def test_no_output_ever_shows_a_secret(kind: str, request: pytest.FixtureRequest
     for run in runs[:-2]:
         target = run.args[1]
         expected = 0 if target.endswith(secured.healthy) else 1
-        assert run.code == expected, (run.args, run.stderr)
-    assert runs[-2].code == 3 and runs[-1].code == 3
+        assert run.exit_code == expected, (run.args, run.stderr)
+    assert runs[-2].exit_code == 3 and runs[-1].exit_code == 3
     assert "Traceback" in runs[-1].stderr  # --verbose really printed a traceback
-    assert any(r.files for r in runs)
+    assert written(runs)
     secrets = basic_secrets()
     if secured.tokens is not None:
         assert secured.tokens.issued
@@ -271,11 +243,12 @@ def test_authorization_never_follows_a_redirect_to_another_origin(
     secured: Secured = request.getfixturevalue(kind)
     with Storage(secured.server.v2) as storage, \
             _redirecting_front(secured.server, storage) as front:
-        run = regverify("image", f"{front.host}/{secured.healthy}", "--plain-http", "--format",
-                        "json", *(["--deep"] if deep else []),
-                        env=_env(tmp_path, REGVERIFY_USERNAME=USER, REGVERIFY_PASSWORD=PASSWORD))
+        run = run_cli("image", f"{front.host}/{secured.healthy}", "--plain-http", "--format",
+                      "json", *(["--deep"] if deep else []),
+                      env=_env(tmp_path, REGVERIFY_USERNAME=USER, REGVERIFY_PASSWORD=PASSWORD),
+                      subprocess=True)
         blob_requests = [r for r in front.requests if "/blobs/" in r.path]
-    assert run.code == 0, (run.stderr, report(run)["findings"])
+    assert run.exit_code == 0, (run.stderr, run.json()["findings"])
     # Every blob went through the redirect, with credentials at the front, none at storage.
     assert blob_requests and storage.requests
     assert all(r.header("authorization") for r in blob_requests if r in front.requests)
@@ -358,22 +331,22 @@ def test_tls_verified_by_default_and_ca_cert_works(tls: Tls, tmp_path: Path) -> 
     ref = f"{tls.server.host}/secure/app:v1"
     env = _env(tmp_path)
     runs = {
-        "default": regverify("image", ref, "--format", "json", env=env),
-        "ca-cert": regverify_in_process("image", ref, "--format", "json", "--ca-cert",
-                                        str(tls.ca_pem), env=env),
-        "other-ca": regverify_in_process("image", ref, "--format", "json", "--ca-cert",
-                                         str(tls.other_ca_pem), env=env),
-        "insecure": regverify_in_process("image", ref, "--format", "json", "--insecure",
-                                         env=env),
-        "scan": regverify_in_process("scan", tls.server.host, "--format", "json", "--ca-cert",
-                                     str(tls.ca_pem), env=env),
+        "default": run_cli("image", ref, "--format", "json", env=env, subprocess=True),
+        "ca-cert": run_cli("image", ref, "--format", "json", "--ca-cert",
+                           str(tls.ca_pem), env=env),
+        "other-ca": run_cli("image", ref, "--format", "json", "--ca-cert",
+                            str(tls.other_ca_pem), env=env),
+        "insecure": run_cli("image", ref, "--format", "json", "--insecure",
+                            env=env),
+        "scan": run_cli("scan", tls.server.host, "--format", "json", "--ca-cert",
+                        str(tls.ca_pem), env=env),
     }
-    assert runs["ca-cert"].code == 0, runs["ca-cert"].stderr
-    assert report(runs["ca-cert"])["images"][0]["status"] == "ok"
-    assert runs["insecure"].code == 0 and runs["scan"].code == 0
+    assert runs["ca-cert"].exit_code == 0, runs["ca-cert"].stderr
+    assert runs["ca-cert"].json()["images"][0]["status"] == "ok"
+    assert runs["insecure"].exit_code == 0 and runs["scan"].exit_code == 0
     for name in ("default", "other-ca"):
         run = runs[name]
-        assert run.code == 3 and run.stdout == ""
+        assert run.exit_code == 3 and run.stdout == ""
         assert run.stderr.count("\n") == 1 and "Traceback" not in run.stderr
         assert f"TLS verification failed for {tls.server.host}" in run.stderr
         assert "--ca-cert" in run.stderr and "--insecure" in run.stderr
@@ -385,12 +358,12 @@ def test_tls_name_mismatch_and_unusable_ca_file(tls: Tls, tmp_path: Path) -> Non
     garbage = tmp_path / "garbage.pem"
     garbage.write_text("-----BEGIN CERTIFICATE-----\nnot a certificate\n")
     with FaultProxy(f"https://{tls.server.host}", tls=context) as wrong_name:
-        mismatch = regverify_in_process("image", f"{wrong_name.host}/secure/app:v1",
-                                        "--ca-cert", str(tls.ca_pem), env=_env(tmp_path))
-    assert mismatch.code == 3 and "TLS verification failed" in mismatch.stderr
-    unusable = regverify_in_process("image", f"{tls.server.host}/secure/app:v1", "--ca-cert",
-                                    str(garbage), env=_env(tmp_path))
-    assert unusable.code == 2 and "cannot load CA certificate" in unusable.stderr
+        mismatch = run_cli("image", f"{wrong_name.host}/secure/app:v1",
+                           "--ca-cert", str(tls.ca_pem), env=_env(tmp_path))
+    assert mismatch.exit_code == 3 and "TLS verification failed" in mismatch.stderr
+    unusable = run_cli("image", f"{tls.server.host}/secure/app:v1", "--ca-cert",
+                       str(garbage), env=_env(tmp_path))
+    assert unusable.exit_code == 2 and "cannot load CA certificate" in unusable.stderr
     assert unusable.stderr.count("\n") == 1
 
 
@@ -398,10 +371,11 @@ def test_tls_name_mismatch_and_unusable_ca_file(tls: Tls, tmp_path: Path) -> Non
 
 
 def test_basic_auth_scan(basic: Secured, tmp_path: Path) -> None:
-    run = regverify("scan", basic.server.host, "--plain-http", "--format", "json",
-                    env=_env(tmp_path, REGVERIFY_USERNAME=USER, REGVERIFY_PASSWORD=PASSWORD))
-    doc = report(run)
-    assert run.code == 1
+    run = run_cli("scan", basic.server.host, "--plain-http", "--format", "json",
+                  env=_env(tmp_path, REGVERIFY_USERNAME=USER, REGVERIFY_PASSWORD=PASSWORD),
+                  subprocess=True)
+    doc = run.json()
+    assert run.exit_code == 1
     assert {i["repository"]: i["status"] for i in doc["images"]} == {
         "private/app": "ok", "private/broken": "broken"}
     assert {f["kind"] for f in doc["findings"]} == {"blob_missing"}
@@ -409,9 +383,10 @@ def test_basic_auth_scan(basic: Secured, tmp_path: Path) -> None:
 
 def test_bearer_tokens_are_per_scope_and_cached(bearer: Secured, fresh_tokens: TokenServer,
                                                 tmp_path: Path) -> None:
-    run = regverify("scan", bearer.server.host, "--plain-http", "--format", "json",
-                    env=_env(tmp_path, REGVERIFY_USERNAME=USER, REGVERIFY_PASSWORD=PASSWORD))
-    assert run.code == 1, run.stderr
+    run = run_cli("scan", bearer.server.host, "--plain-http", "--format", "json",
+                  env=_env(tmp_path, REGVERIFY_USERNAME=USER, REGVERIFY_PASSWORD=PASSWORD),
+                  subprocess=True)
+    assert run.exit_code == 1, run.stderr
     scopes = fresh_tokens.scopes_requested()
     assert sorted(scopes) == ["registry:catalog:*", "repository:private/app:pull",
                               "repository:private/broken:pull"]  # one token each, reused
@@ -422,32 +397,28 @@ def test_bearer_identity_token_from_docker_config(bearer: Secured, fresh_tokens:
                                                   tmp_path: Path) -> None:
     config = {"auths": {bearer.server.host: {"identitytoken": IDENTITY_TOKEN}}}
     (tmp_path / "config.json").write_text(json.dumps(config))
-    run = regverify("image", f"{bearer.server.host}/{bearer.healthy}", "--plain-http",
-                    env=_env(tmp_path))
-    assert run.code == 0, run.stderr
+    run = run_cli("image", f"{bearer.server.host}/{bearer.healthy}", "--plain-http",
+                  env=_env(tmp_path), subprocess=True)
+    assert run.exit_code == 0, run.stderr
     assert {r.method for r in fresh_tokens.received} == {"POST"}
     assert_no_secret([run], basic_secrets() + fresh_tokens.issued)
 
 
 def test_bearer_refused_is_incomplete(bearer: Secured, fresh_tokens: TokenServer,
                                       tmp_path: Path) -> None:
-    run = regverify("image", f"{bearer.server.host}/{bearer.healthy}", "--plain-http",
-                    "--format", "json",
-                    env=_env(tmp_path, REGVERIFY_USERNAME=USER, REGVERIFY_PASSWORD="wrong"))
-    assert run.code == 3
-    assert {f["kind"] for f in report(run)["findings"]} == {"auth_failed"}
-    assert report(run)["images"][0]["status"] == "error"
+    run = run_cli("image", f"{bearer.server.host}/{bearer.healthy}", "--plain-http",
+                  "--format", "json",
+                  env=_env(tmp_path, REGVERIFY_USERNAME=USER, REGVERIFY_PASSWORD="wrong"),
+                  subprocess=True)
+    assert run.exit_code == 3
+    assert {f["kind"] for f in run.json()["findings"]} == {"auth_failed"}
+    assert run.json()["images"][0]["status"] == "error"
 
 
-def _slow_scan(bearer: Secured, tmp_path: Path) -> tuple[Run, FaultProxy]:
-    # Every request is delayed so the run outlives the tokens' two-second lifetime (with one
-    # ranged GET per blob, the scan sends about half the requests it used to).
-    plan = FaultPlan(rate=1.0, faults=("delay",), delay=(0.16, 0.16))
-    with FaultProxy(bearer.server.url, plan) as slow:
-        run = regverify("scan", slow.host, "--plain-http", "--format", "json", "--concurrency",
-                        "1", env=_env(tmp_path, REGVERIFY_USERNAME=USER,
-                                      REGVERIFY_PASSWORD=PASSWORD))
-    return run, slow
+def _slow() -> FaultPlan:
+    """Every request delayed, so a run outlives the tokens' two-second lifetime (with one
+    ranged GET per blob, the scan sends about half the requests it used to)."""
+    return FaultPlan(rate=1.0, faults=("delay",), delay=(0.16, 0.16))
 
 
 def _bearer_401s(proxy: FaultProxy) -> int:
@@ -460,9 +431,12 @@ def test_token_expiring_mid_scan_is_renewed_on_401(bearer: Secured, fresh_tokens
                                                    tmp_path: Path) -> None:
     """The client is told 300 s, the registry stops accepting after 2 s: a 401 mid-scan."""
     fresh_tokens.expires_in, fresh_tokens.lifetime = 300, 2
-    run, slow = _slow_scan(bearer, tmp_path)
-    doc = report(run)
-    assert run.code == 1, doc["findings"]
+    with FaultProxy(bearer.server.url, _slow()) as slow:
+        run = run_cli("scan", slow.host, "--plain-http", "--format", "json", "--concurrency", "1",
+                      env=_env(tmp_path, REGVERIFY_USERNAME=USER, REGVERIFY_PASSWORD=PASSWORD),
+                      subprocess=True)
+    doc = run.json()
+    assert run.exit_code == 1, doc["findings"]
     assert {i["repository"]: i["status"] for i in doc["images"]} == {
         "private/app": "ok", "private/broken": "broken"}
     assert _bearer_401s(slow) >= 1  # a token the client still trusted was refused ...
@@ -476,8 +450,11 @@ def test_short_expires_in_renews_before_the_registry_refuses(
     # exp has one-second granularity: a lifetime of 3 s is at least 2 s, twice what the
     # client is told, so an honest short expires_in is always renewed in time.
     fresh_tokens.expires_in, fresh_tokens.lifetime = 1, 3
-    run, slow = _slow_scan(bearer, tmp_path)
-    assert run.code == 1, report(run)["findings"]
+    with FaultProxy(bearer.server.url, _slow()) as slow:
+        run = run_cli("scan", slow.host, "--plain-http", "--format", "json", "--concurrency", "1",
+                      env=_env(tmp_path, REGVERIFY_USERNAME=USER, REGVERIFY_PASSWORD=PASSWORD),
+                      subprocess=True)
+    assert run.exit_code == 1, run.json()["findings"]
     scopes = fresh_tokens.scopes_requested()
     assert len(scopes) > len(set(scopes))
     assert _bearer_401s(slow) == 0
@@ -497,14 +474,14 @@ def test_flaky_token_service_is_retried_not_refused(
         server.extra_config["storage"] = {"filesystem": {"rootdirectory": str(bearer.server.root)}}
         server.start()
         try:
-            run = regverify("scan", server.host, "--plain-http", "--format", "json",
-                            env=_env(tmp_path, REGVERIFY_USERNAME=USER,
-                                     REGVERIFY_PASSWORD=PASSWORD))
+            run = run_cli("scan", server.host, "--plain-http", "--format", "json",
+                          env=_env(tmp_path, REGVERIFY_USERNAME=USER,
+                                   REGVERIFY_PASSWORD=PASSWORD), subprocess=True)
         finally:
             server.stop()
-    doc = report(run)
+    doc = run.json()
     assert flaky.injected, flaky.events
-    assert run.code == 1, doc["findings"]
+    assert run.exit_code == 1, doc["findings"]
     assert {i["repository"]: i["status"] for i in doc["images"]} == {
         "private/app": "ok", "private/broken": "broken"}
 
@@ -556,14 +533,15 @@ def test_a_redirect_targets_challenge_is_never_answered(
     there, none go to a realm it names, and the refusal is the blob's verdict."""
     with HostileStorage(status, challenge) as storage, \
             _storage_front(basic.server, storage.url) as front:
-        run = regverify("image", f"{front.host}/{basic.healthy}", "--plain-http", "--format",
-                        "json", "--retries", "0",
-                        env=_env(tmp_path, REGVERIFY_USERNAME=USER, REGVERIFY_PASSWORD=PASSWORD))
+        run = run_cli("image", f"{front.host}/{basic.healthy}", "--plain-http", "--format",
+                      "json", "--retries", "0",
+                      env=_env(tmp_path, REGVERIFY_USERNAME=USER, REGVERIFY_PASSWORD=PASSWORD),
+                      subprocess=True)
         received = list(storage.requests)
         front_auth = [r.header("authorization") for r in front.requests
                       if "/blobs/" in r.path]
-    doc = report(run)
-    assert run.code == 1, (run.stderr, doc["findings"])
+    doc = run.json()
+    assert run.exit_code == 1, (run.stderr, doc["findings"])
     assert front_auth and all(front_auth)  # the registry did get the credentials
     assert received, "the redirect was not followed"
     assert all(r.path.startswith("/bucket/") for r in received)  # no token request at all
@@ -579,14 +557,15 @@ def test_redirect_hops_are_counted(basic: Secured, tmp_path: Path) -> None:
     """A redirected blob probe is two exchanges, 307 then 206, and both are counted."""
     with Storage(basic.server.v2) as storage, \
             _storage_front(basic.server, storage.url) as front:
-        run = regverify("image", f"{front.host}/{basic.healthy}", "--plain-http", "--format",
-                        "json",
-                        env=_env(tmp_path, REGVERIFY_USERNAME=USER, REGVERIFY_PASSWORD=PASSWORD))
+        run = run_cli("image", f"{front.host}/{basic.healthy}", "--plain-http", "--format",
+                      "json",
+                      env=_env(tmp_path, REGVERIFY_USERNAME=USER, REGVERIFY_PASSWORD=PASSWORD),
+                      subprocess=True)
         redirects = sum(1 for e in front.events if e.status == 307)
         ranged = len(storage.requests)
         answered = len(front.events)
-    doc = report(run)
-    assert run.code == 0, doc["findings"]
+    doc = run.json()
+    assert run.exit_code == 0, doc["findings"]
     by_code = doc["summary"]["requests_by_code"]
     assert redirects and by_code["307"] == redirects
     assert by_code["206"] == ranged == redirects
@@ -636,13 +615,13 @@ def test_token_requests_never_take_credentials_to_another_origin(
                 (tmp_path / "config.json").write_text(json.dumps(
                     {"auths": {server.host: {"identitytoken": IDENTITY_TOKEN}}}))
                 env = _env(tmp_path)
-            run = regverify("image", f"{server.host}/{bearer.healthy}", "--plain-http",
-                            "--format", "json", "--retries", "0", env=env)
+            run = run_cli("image", f"{server.host}/{bearer.healthy}", "--plain-http",
+                          "--format", "json", "--retries", "0", env=env, subprocess=True)
         finally:
             server.stop()
         stolen = list(thief.requests)
-    assert run.code == 3, run.stderr
-    assert {f["kind"] for f in report(run)["findings"]} == {"auth_failed"}
+    assert run.exit_code == 3, run.stderr
+    assert {f["kind"] for f in run.json()["findings"]} == {"auth_failed"}
     assert realm.requests  # the registry's realm was asked
     if grant == "refresh-token":
         assert stolen == []
@@ -664,14 +643,14 @@ def test_token_realm_must_be_https_when_the_registry_is(tls: Tls, tmp_path: Path
 
         with FaultProxy(f"https://{tls.server.host}", intercept=challenge,
                         tls=context) as front:
-            run = regverify("image", f"{front.host}/secure/app:v1", "--ca-cert",
-                            str(tls.ca_pem), "--format", "json", "--retries", "0",
-                            env=_env(tmp_path, REGVERIFY_USERNAME=USER,
-                                     REGVERIFY_PASSWORD=PASSWORD))
+            run = run_cli("image", f"{front.host}/secure/app:v1", "--ca-cert",
+                          str(tls.ca_pem), "--format", "json", "--retries", "0",
+                          env=_env(tmp_path, REGVERIFY_USERNAME=USER,
+                                   REGVERIFY_PASSWORD=PASSWORD), subprocess=True)
         received = list(clear_realm.requests)
-    assert run.code == 3, run.stderr
+    assert run.exit_code == 3, run.stderr
     assert received == []
-    assert any("not HTTPS" in f["message"] for f in report(run)["findings"])
+    assert any("not HTTPS" in f["message"] for f in run.json()["findings"])
 
 
 # --- trust: --ca-cert adds to the system store ------------------------------------------------
@@ -692,18 +671,19 @@ def test_ca_cert_adds_to_the_system_trust_store(basic: Secured, tmp_path: Path) 
     storage.tls, storage.address = storage_tls, "127.0.0.2"
     with storage, _storage_front(basic.server, storage.url, tls=front_tls) as front:
         creds = {"REGVERIFY_USERNAME": USER, "REGVERIFY_PASSWORD": PASSWORD}
-        ok = regverify("image", f"{front.host}/{basic.healthy}", "--ca-cert", str(private_pem),
-                       "--format", "json",
-                       env=_env(tmp_path, SSL_CERT_FILE=str(system_bundle), **creds))
+        ok = run_cli("image", f"{front.host}/{basic.healthy}", "--ca-cert", str(private_pem),
+                     "--format", "json",
+                     env=_env(tmp_path, SSL_CERT_FILE=str(system_bundle), **creds), subprocess=True)
         fetched = len(storage.requests)
-        untrusted = regverify("image", f"{front.host}/{basic.healthy}", "--ca-cert",
-                              str(private_pem), "--retries", "0", "--verbose",
-                              env=_env(tmp_path, SSL_CERT_FILE=str(private_pem), **creds))
-    assert ok.code == 0, (ok.stderr, report(ok)["findings"])
+        untrusted = run_cli("image", f"{front.host}/{basic.healthy}", "--ca-cert",
+                            str(private_pem), "--retries", "0", "--verbose",
+                            env=_env(tmp_path, SSL_CERT_FILE=str(private_pem), **creds),
+                            subprocess=True)
+    assert ok.exit_code == 0, (ok.stderr, ok.json()["findings"])
     assert fetched  # the blobs really came from the storage host, over its TLS
     # The storage host's certificate failed: the message names it and says why; -v shows
     # OpenSSL's own error.
-    assert untrusted.code == 3
+    assert untrusted.exit_code == 3
     assert f"TLS verification failed for {storage.host}: " in untrusted.stderr
     assert "certificate" in untrusted.stderr.splitlines()[-1]
     assert "SSLCertVerificationError" in untrusted.stderr
@@ -713,10 +693,10 @@ def test_plain_http_server_on_a_tls_handshake_gets_plain_http_advice(
     basic: Secured, tmp_path: Path
 ) -> None:
     ref = f"{basic.server.host}/{basic.healthy}"
-    runs = [regverify_in_process("image", ref, *extra, "--retries", "0", env=_env(tmp_path))
+    runs = [run_cli("image", ref, *extra, "--retries", "0", env=_env(tmp_path))
             for extra in ((), ("--insecure",))]
     for run in runs:
-        assert run.code == 3 and run.stderr.count("\n") == 1, run.stderr
+        assert run.exit_code == 3 and run.stderr.count("\n") == 1, run.stderr
         assert "this server speaks plain HTTP: use --plain-http" in run.stderr
         assert "--insecure" not in run.stderr
         assert basic.server.host in run.stderr
@@ -725,12 +705,12 @@ def test_plain_http_server_on_a_tls_handshake_gets_plain_http_advice(
 def test_an_http_url_means_plain_http_for_scan_and_image(basic: Secured, tmp_path: Path) -> None:
     env = _env(tmp_path, REGVERIFY_USERNAME=USER, REGVERIFY_PASSWORD=PASSWORD)
     host = basic.server.host
-    scan = regverify_in_process("scan", f"http://{host}", "--format", "json", env=env)
-    image = regverify_in_process("image", f"http://{host}/{basic.healthy}", "--format", "json",
-                                 env=env)
-    assert scan.code == 1 and image.code == 0, (scan.stderr, image.stderr)
-    assert {i["status"] for i in report(scan)["images"]} == {"ok", "broken"}
+    scan = run_cli("scan", f"http://{host}", "--format", "json", env=env)
+    image = run_cli("image", f"http://{host}/{basic.healthy}", "--format", "json",
+                    env=env)
+    assert scan.exit_code == 1 and image.exit_code == 0, (scan.stderr, image.stderr)
+    assert {i["status"] for i in scan.json()["images"]} == {"ok", "broken"}
     for command, target in (("scan", f"https://{host}"),
                             ("image", f"https://{host}/{basic.healthy}")):
-        clash = regverify_in_process(command, target, "--plain-http", env=env)
-        assert clash.code == 2 and "https:// but --plain-http" in clash.stderr
+        clash = run_cli(command, target, "--plain-http", env=env)
+        assert clash.exit_code == 2 and "https:// but --plain-http" in clash.stderr

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from pathlib import Path
@@ -10,7 +9,7 @@ from pathlib import Path
 import pytest
 import typer
 
-from tests.support.cli import run_cli
+from tests.support.cli import CliResult, run_cli
 from tests.test_storage_synthetic import SyntheticStore, snapshot
 from verifier.cli.fs import fs_app
 from verifier.output import Format
@@ -21,10 +20,9 @@ app = typer.Typer()
 app.add_typer(fs_app, name="fs")
 
 
-def invoke(*args: str | Path) -> tuple[int, str, str]:
-    """`regverify fs ARGS` on the sub-app alone: exit code, stdout, stderr."""
-    result = run_cli("fs", *args, app=app)
-    return result.exit_code, result.stdout, result.stderr
+def fs(*args: str | Path) -> CliResult:
+    """`regverify fs ARGS`, in-process on the sub-app alone."""
+    return run_cli("fs", *args, app=app)
 
 
 @pytest.fixture
@@ -36,18 +34,18 @@ def store(tmp_path: Path) -> SyntheticStore:
 
 
 def test_scan_clean_exits_0(store: SyntheticStore) -> None:
-    code, out, err = invoke("scan", store.root)
-    assert code == 0, err
-    assert "note: layout: single registry root" in out
-    assert out.rstrip().splitlines()[-1].startswith("OK:")
+    run = fs("scan", store.root)
+    assert run.exit_code == 0, run.stderr
+    assert "note: layout: single registry root" in run.stdout
+    assert run.stdout.rstrip().splitlines()[-1].startswith("OK:")
 
 
 def test_scan_defect_exits_1_and_json_carries_the_fields(store: SyntheticStore) -> None:
     img = store.image("app/web", "v1")
     store.data_path(img.layers[0]).unlink()
-    code, out, _ = invoke("scan", store.root, "--format", "json")
-    assert code == 1
-    doc = json.loads(out)
+    run = fs("scan", store.root, "--format", "json")
+    assert run.exit_code == 1
+    doc = run.json()
     assert doc["mode"] == "fs-scan"
     assert doc["exit_code"] == 1
     assert doc["layout"] == "single-root"
@@ -66,20 +64,20 @@ def test_scan_every_format(store: SyntheticStore, fmt: Format, tmp_path: Path) -
     img = store.image("app/web", "v1")
     store.data_path(img.layers[0]).unlink()
     out_file = tmp_path / f"report.{fmt}"
-    code, out, _ = invoke("scan", store.root, "--format", fmt, "--output", out_file)
-    assert code == 1
-    assert out == ""
+    run = fs("scan", store.root, "--format", fmt, "--output", out_file)
+    assert run.exit_code == 1
+    assert run.stdout == ""
     assert "orphan_layer_link" in out_file.read_text()
 
 
 def test_scan_usage_errors_exit_2(store: SyntheticStore, tmp_path: Path) -> None:
-    code, _, err = invoke("scan", tmp_path / "nope")
-    assert code == 2
-    assert err.startswith("regverify: error:") and "no such directory" in err
-    code, _, err = invoke("scan", store.root, "--registry", "ghcr")
-    assert code == 2 and "unknown registry 'ghcr'" in err
-    code, _, err = invoke("scan", store.root, "--proxy-cache", "ghcr")
-    assert code == 2 and "--proxy-cache: unknown registry" in err
+    run = fs("scan", tmp_path / "nope")
+    assert run.exit_code == 2
+    assert run.stderr.startswith("regverify: error:") and "no such directory" in run.stderr
+    run = fs("scan", store.root, "--registry", "ghcr")
+    assert run.exit_code == 2 and "unknown registry 'ghcr'" in run.stderr
+    run = fs("scan", store.root, "--proxy-cache", "ghcr")
+    assert run.exit_code == 2 and "--proxy-cache: unknown registry" in run.stderr
 
 
 def test_scan_multi_registry_with_filter(tmp_path: Path) -> None:
@@ -87,9 +85,9 @@ def test_scan_multi_registry_with_filter(tmp_path: Path) -> None:
         s = SyntheticStore(tmp_path / "base" / name)
         img = s.image("app", "v1")
         s.data_path(img.layers[0]).unlink()
-    code, out, _ = invoke("scan", tmp_path / "base", "--registry", "private", "-f", "json")
-    assert code == 1
-    doc = json.loads(out)
+    run = fs("scan", tmp_path / "base", "--registry", "private", "-f", "json")
+    assert run.exit_code == 1
+    doc = run.json()
     assert {f["registry"] for f in doc["findings"]} == {"private"}
     assert doc["layout"] == "multi-registry"
 
@@ -100,25 +98,25 @@ def test_proxy_cache_names_are_checked_before_registry_narrows(tmp_path: Path) -
         idx = s.index("library/alpine", "3")
         os.unlink(s.revision_link("library/alpine", idx.children[0].digest))
     base = tmp_path / "base"
-    code, out, _ = invoke(
+    run = fs(
         "scan", base, "--registry", "dockerhub", "--proxy-cache", "dockerhub", "-f", "json"
     )
-    assert code == 0
-    assert "skipped for proxy caches: dockerhub" in json.loads(out)["notes"][1]
-    code, out, _ = invoke("scan", base, "--registry", "private", "--proxy-cache", "dockerhub")
-    assert code == 1
-    assert "orphan_index_child" in out
-    code, _, err = invoke("scan", base, "--registry", "private", "--proxy-cache", "ghcr")
-    assert code == 2 and "--proxy-cache: unknown registry 'ghcr'" in err
+    assert run.exit_code == 0
+    assert "skipped for proxy caches: dockerhub" in run.json()["notes"][1]
+    run = fs("scan", base, "--registry", "private", "--proxy-cache", "dockerhub")
+    assert run.exit_code == 1
+    assert "orphan_index_child" in run.stdout
+    run = fs("scan", base, "--registry", "private", "--proxy-cache", "ghcr")
+    assert run.exit_code == 2 and "--proxy-cache: unknown registry 'ghcr'" in run.stderr
 
 
 def test_scan_verify_digests(store: SyntheticStore) -> None:
     img = store.image("app/web", "v1")
     store.data_path(img.layers[0]).write_bytes(b"corrupt")
-    assert invoke("scan", store.root)[0] == 0
-    code, out, _ = invoke("scan", store.root, "--verify-digests", "-f", "json")
-    assert code == 1
-    assert [f["kind"] for f in json.loads(out)["findings"]] == ["corrupt_blob"]
+    assert fs("scan", store.root).exit_code == 0
+    run = fs("scan", store.root, "--verify-digests", "-f", "json")
+    assert run.exit_code == 1
+    assert [f["kind"] for f in run.json()["findings"]] == ["corrupt_blob"]
 
 
 def test_fix_repairs_everything_exits_0_then_restore(store: SyntheticStore, tmp_path: Path) -> None:
@@ -127,9 +125,9 @@ def test_fix_repairs_everything_exits_0_then_restore(store: SyntheticStore, tmp_
     shutil.rmtree(store.tag_dir("app/web", "v1"))  # no tag uses the layer: fix repairs it all
     store.data_path(img.layers[0]).unlink()
     before = snapshot(store.root)
-    code, out, err = invoke("fix", store.root, "--quarantine", tmp_path / "q", "-f", "json")
-    assert code == 0, err
-    doc = json.loads(out)
+    run = fs("fix", store.root, "--quarantine", tmp_path / "q", "-f", "json")
+    assert run.exit_code == 0, run.stderr
+    doc = run.json()
     assert doc["mode"] == "fs-fix"
     [f] = doc["findings"]
     assert (f["kind"], f["severity"], f["details"]["repaired"]) == (
@@ -139,9 +137,9 @@ def test_fix_repairs_everything_exits_0_then_restore(store: SyntheticStore, tmp_
     )
     run_dir = doc["quarantine"]
     assert Path(f["details"]["quarantined_to"]).is_relative_to(run_dir)
-    code, out, err = invoke("restore", run_dir, "-f", "json")
-    assert code == 0, err
-    assert json.loads(out)["summary"]["restored"] == 1
+    run = fs("restore", run_dir, "-f", "json")
+    assert run.exit_code == 0, run.stderr
+    assert run.json()["summary"]["restored"] == 1
     after = snapshot(store.root)
     after.pop(LOCK_NAME)
     assert after == before
@@ -152,10 +150,10 @@ def test_fix_exits_1_when_a_human_is_needed(store: SyntheticStore, tmp_path: Pat
     child = idx.children[0]
     os.unlink(store.revision_link("app/multi", child.digest))
     store.data_path(child.layers[0]).unlink()
-    code, out, _ = invoke("fix", store.root, "--quarantine", tmp_path / "q")
-    assert code == 1
-    assert "orphan_index_child" in out
-    assert "rebuild required, see docs/runbook.md" in out
+    run = fs("fix", store.root, "--quarantine", tmp_path / "q")
+    assert run.exit_code == 1
+    assert "orphan_index_child" in run.stdout
+    assert "rebuild required, see docs/runbook.md" in run.stdout
 
 
 def test_fix_refusal_exits_3_shows_the_scan_and_touches_nothing(
@@ -165,40 +163,40 @@ def test_fix_refusal_exits_3_shows_the_scan_and_touches_nothing(
     for layer in img.layers:
         store.data_path(layer).unlink()
     before = snapshot(store.root)
-    code, out, err = invoke("fix", store.root, "--quarantine", tmp_path / "q")
-    assert code == 3
-    assert "note: REFUSED: registry" in out
-    assert "orphan_layer_link" in out
-    assert err.startswith("regverify: error: fs fix refused, nothing was changed")
+    run = fs("fix", store.root, "--quarantine", tmp_path / "q")
+    assert run.exit_code == 3
+    assert "note: REFUSED: registry" in run.stdout
+    assert "orphan_layer_link" in run.stdout
+    assert run.stderr.startswith("regverify: error: fs fix refused, nothing was changed")
     after = snapshot(store.root)
     after.pop(LOCK_NAME)
     assert after == before
     assert not (tmp_path / "q").exists()
-    code, out, _ = invoke("fix", store.root, "--quarantine", tmp_path / "q", "-f", "json")
-    assert code == 3
-    assert json.loads(out)["refused"][0].startswith("registry ")
+    run = fs("fix", store.root, "--quarantine", tmp_path / "q", "-f", "json")
+    assert run.exit_code == 3
+    assert run.json()["refused"][0].startswith("registry ")
 
 
 def test_fix_force_warns_on_stderr(store: SyntheticStore, tmp_path: Path) -> None:
     img = store.image("app/web", None, layers=8)
     for layer in img.layers:
         store.data_path(layer).unlink()
-    code, _, err = invoke("fix", store.root, "--quarantine", tmp_path / "q", "--force")
-    assert code == 0
-    assert "WARNING: --force overrode a safety rail" in err
+    run = fs("fix", store.root, "--quarantine", tmp_path / "q", "--force")
+    assert run.exit_code == 0
+    assert "WARNING: --force overrode a safety rail" in run.stderr
 
 
 def test_fix_max_orphan_share_is_validated(store: SyntheticStore) -> None:
-    code, _, _ = invoke("fix", store.root, "--max-orphan-share", "1.5")
-    assert code == 2
+    run = fs("fix", store.root, "--max-orphan-share", "1.5")
+    assert run.exit_code == 2
 
 
 def test_restore_usage_error(tmp_path: Path) -> None:
-    code, _, err = invoke("restore", tmp_path)
-    assert code == 2
-    assert "no journal.jsonl" in err
-    code, _, err = invoke("restore", tmp_path, "--run", "2026-01-01T00-00-00Z")
-    assert code == 2 and "--run 2026-01-01T00-00-00Z" in err
+    run = fs("restore", tmp_path)
+    assert run.exit_code == 2
+    assert "no journal.jsonl" in run.stderr
+    run = fs("restore", tmp_path, "--run", "2026-01-01T00-00-00Z")
+    assert run.exit_code == 2 and "--run 2026-01-01T00-00-00Z" in run.stderr
 
 
 def test_fix_exits_1_while_images_stay_broken_and_says_what_next(
@@ -208,12 +206,12 @@ def test_fix_exits_1_while_images_stay_broken_and_says_what_next(
         store.image(f"lib/img{i}", "v1")
     img = store.image("app/web", "v1")
     store.data_path(img.layers[0]).unlink()
-    code, out, _ = invoke("fix", store.root, "--quarantine", tmp_path / "q")
-    assert code == 1
-    assert "image_blob_missing" in out
-    assert "still broken: 1 tag(s) cannot be pulled (app/web:v1)" in out
-    assert "restart the registry" in out
-    assert invoke("scan", store.root)[0] == 1  # and the next scan does not say all clear
+    run = fs("fix", store.root, "--quarantine", tmp_path / "q")
+    assert run.exit_code == 1
+    assert "image_blob_missing" in run.stdout
+    assert "still broken: 1 tag(s) cannot be pulled (app/web:v1)" in run.stdout
+    assert "restart the registry" in run.stdout
+    assert fs("scan", store.root).exit_code == 1  # and the next scan does not say all clear
 
 
 def test_restore_takes_the_quarantine_folder_newest_run_first(
@@ -229,21 +227,21 @@ def test_restore_takes_the_quarantine_folder_newest_run_first(
     for img in (a, b):  # two fix runs, one orphan each
         if img is b:
             store.data_path(b.layers[0]).unlink()
-        code, out, err = invoke("fix", store.root, "--quarantine", q, "-f", "json")
-        assert code == 0, err
-        runs.append(Path(json.loads(out)["quarantine"]))
+        run = fs("fix", store.root, "--quarantine", q, "-f", "json")
+        assert run.exit_code == 0, run.stderr
+        runs.append(Path(run.json()["quarantine"]))
     del expected[str(store.data_path(b.layers[0]).relative_to(store.root))]
     assert runs[0] != runs[1] and runs[0].parent == runs[1].parent == q.resolve()
 
-    code, out, err = invoke("restore", q, "--run", runs[1].name, "-f", "json")
-    assert code == 0, err
-    doc = json.loads(out)
+    run = fs("restore", q, "--run", runs[1].name, "-f", "json")
+    assert run.exit_code == 0, run.stderr
+    doc = run.json()
     assert doc["summary"]["links_put_back"] == 1
     assert store.layer_link("app/b", b.layers[0]).exists()
     assert not store.layer_link("app/a", a.layers[0]).exists()
-    code, out, err = invoke("restore", q)  # both runs: the newer one is already back
-    assert code == 0, err
-    assert "restore: put back 1 link(s)" in out and "from 2 run(s)" in out
+    run = fs("restore", q)  # both runs: the newer one is already back
+    assert run.exit_code == 0, run.stderr
+    assert "restore: put back 1 link(s)" in run.stdout and "from 2 run(s)" in run.stdout
     after = snapshot(store.root)
     after.pop(LOCK_NAME)
     expected.pop(LOCK_NAME, None)
@@ -253,14 +251,14 @@ def test_restore_takes_the_quarantine_folder_newest_run_first(
 def test_internal_error_is_one_line_exit_3(
     store: SyntheticStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def boom(*args: object) -> None:
+    def boom(*args: object, **kwargs: object) -> None:
         raise RuntimeError("kaput")
 
     # The command imports the engine when it runs: patch it where it is looked up.
     monkeypatch.setattr("verifier.storage.scan.scan_storage", boom)
-    code, _, err = invoke("scan", store.root)
-    assert code == 3
-    assert err.strip() == (
+    run = fs("scan", store.root)
+    assert run.exit_code == 3
+    assert run.stderr.strip() == (
         "regverify: error: internal error: RuntimeError: kaput (rerun with --verbose)"
     )
 
@@ -279,16 +277,16 @@ def test_fs_scan_textfile_of_real_storage_passes_promtool(
     registry.stop()
     blob_data_path(registry.v2, image.layers[0].digest).unlink()
     textfile = tmp_path / "metrics" / "regverify-fs.prom"
-    code, _, _ = invoke("scan", registry.root, "--format", "json", "--textfile", textfile)
-    assert code == 1
+    run = fs("scan", registry.root, "--format", "json", "--textfile", textfile)
+    assert run.exit_code == 1
     text = textfile.read_text()
     check_metrics(text)
     orphans = f'regverify_fs_orphan_layer_links{{mode="fs-scan",registry="{registry.root}"}} 1.0'
     assert orphans in text
     assert "regverify_last_success_timestamp_seconds{" in text
     # A run that cannot start still updates the run timestamp (and keeps the old values).
-    code, _, _ = invoke("scan", registry.root, "--registry", "no-such", "--textfile", textfile)
-    assert code == 2
+    run = fs("scan", registry.root, "--registry", "no-such", "--textfile", textfile)
+    assert run.exit_code == 2
     after = textfile.read_text()
     check_metrics(after)
     assert orphans in after

@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 import typer
 
-from tests.support.cli import run_cli
+from tests.support.cli import CliResult, run_cli
 from tests.support.images import PushedIndex, make_layer, push_image, push_index, push_manifest_raw
 from tests.support.registry import RegistryServer, revision_link_path
 from tests.support.skopeo import skopeo_copy_all
@@ -60,10 +60,9 @@ app = typer.Typer()
 app.add_typer(_fs, name="fs")
 
 
-def invoke(*args: str | Path) -> tuple[int, str, str]:
-    """`regverify fs gc-preview ARGS` on the sub-app alone: exit code, stdout, stderr."""
-    result = run_cli("fs", "gc-preview", *args, app=app)
-    return result.exit_code, result.stdout, result.stderr
+def preview_cli(*args: str | Path) -> CliResult:
+    """`regverify fs gc-preview ARGS`, in-process on the sub-app alone."""
+    return run_cli("fs", "gc-preview", *args, app=app)
 
 
 def predict(root: Path, version: GcVersion = V28, delete_untagged: bool = False) -> RegistryOutcome:
@@ -518,9 +517,9 @@ def test_revision_link_naming_another_digest_is_enumerated_as_that_digest(
 
 def test_json_lists_each_deleted_blob_with_what_references_it(store: SyntheticStore) -> None:
     index = store.index("app", "v1")
-    code, out, _ = invoke(store.root, "-m", "--format", "json")
-    assert code == ExitCode.DEFECTS
-    doc = json.loads(out)["gc_preview"]["registries"][0]
+    run = preview_cli(store.root, "-m", "--format", "json")
+    assert run.exit_code == ExitCode.DEFECTS
+    doc = run.json()["gc_preview"]["registries"][0]
     child = index.children[1]
     entry = next(b for b in doc["deleted_blobs"] if b["digest"] == child.layers[0])
     assert entry["size"] == store.data_path(child.layers[0]).stat().st_size
@@ -604,14 +603,14 @@ def test_multi_registry_base_with_registry_filter(tmp_path: Path) -> None:
     private.index("app", "v1")
     cache = SyntheticStore(tmp_path / "base" / "cache")
     cache.image("lib", "v1")
-    code, out, _ = invoke(tmp_path / "base", "--delete-untagged", "--format", "json")
-    doc = json.loads(out)
-    assert code == ExitCode.DEFECTS
+    run = preview_cli(tmp_path / "base", "--delete-untagged", "--format", "json")
+    doc = run.json()
+    assert run.exit_code == ExitCode.DEFECTS
     assert {f["registry"] for f in doc["findings"]} == {"private"}
     assert [r["name"] for r in doc["gc_preview"]["registries"]] == ["cache", "private"]
-    code, out, _ = invoke(tmp_path / "base", "-m", "--registry", "cache", "--format", "json")
-    assert code == ExitCode.CLEAN
-    assert [r["name"] for r in json.loads(out)["gc_preview"]["registries"]] == ["cache"]
+    run = preview_cli(tmp_path / "base", "-m", "--registry", "cache", "--format", "json")
+    assert run.exit_code == ExitCode.CLEAN
+    assert [r["name"] for r in run.json()["gc_preview"]["registries"]] == ["cache"]
 
 
 # --- the command line ----------------------------------------------------------------------------
@@ -619,16 +618,16 @@ def test_multi_registry_base_with_registry_filter(tmp_path: Path) -> None:
 
 def test_cli_exit_codes_and_json(store: SyntheticStore, tmp_path: Path) -> None:
     store.index("app", "v1")
-    code, out, err = invoke(store.root)
-    assert (code, err) == (0, "")
-    assert "safe to run garbage-collect" in out
-    code, out, _ = invoke(store.root, "--delete-untagged")
-    assert code == ExitCode.DEFECTS and "gc_would_break" in out
-    code, _, _ = invoke(store.root, "--delete-untagged", "--gc-version", "3")
-    assert code == ExitCode.CLEAN
+    run = preview_cli(store.root)
+    assert (run.exit_code, run.stderr) == (0, "")
+    assert "safe to run garbage-collect" in run.stdout
+    run = preview_cli(store.root, "--delete-untagged")
+    assert run.exit_code == ExitCode.DEFECTS and "gc_would_break" in run.stdout
+    run = preview_cli(store.root, "--delete-untagged", "--gc-version", "3")
+    assert run.exit_code == ExitCode.CLEAN
     report_path = tmp_path / "out" / "gc.json"
-    code, out, _ = invoke(store.root, "-m", "-f", "json", "-o", report_path)
-    assert code == ExitCode.DEFECTS and out == ""
+    run = preview_cli(store.root, "-m", "-f", "json", "-o", report_path)
+    assert run.exit_code == ExitCode.DEFECTS and run.stdout == ""
     doc = json.loads(report_path.read_text())
     assert doc["mode"] == "fs-gc-preview" and doc["exit_code"] == 1
     assert doc["gc_preview"]["gc_version"] == "2.8" and doc["gc_preview"]["delete_untagged"]
@@ -640,8 +639,8 @@ def test_cli_exit_codes_and_json(store: SyntheticStore, tmp_path: Path) -> None:
 @pytest.mark.parametrize("fmt", list(Format))
 def test_every_format_renders(store: SyntheticStore, fmt: Format) -> None:
     store.index("app", "v1")
-    code, out, _ = invoke(store.root, "-m", "--format", fmt)
-    assert code == ExitCode.DEFECTS and "gc_would_break" in out
+    run = preview_cli(store.root, "-m", "--format", fmt)
+    assert run.exit_code == ExitCode.DEFECTS and "gc_would_break" in run.stdout
 
 
 def test_cli_textfile_records_the_prediction(store: SyntheticStore, tmp_path: Path) -> None:
@@ -650,8 +649,8 @@ def test_cli_textfile_records_the_prediction(store: SyntheticStore, tmp_path: Pa
 
     store.index("app", "v1")
     textfile = tmp_path / "metrics" / "gc.prom"
-    code, _, _ = invoke(store.root, "-m", "--format", "json", "--textfile", textfile)
-    assert code == ExitCode.DEFECTS
+    run = preview_cli(store.root, "-m", "--format", "json", "--textfile", textfile)
+    assert run.exit_code == ExitCode.DEFECTS
     text = textfile.read_text()
     check_metrics(text)
     labels = f'kind="gc_would_break",mode="fs-gc-preview",registry="{store.root}"'
@@ -661,19 +660,20 @@ def test_cli_textfile_records_the_prediction(store: SyntheticStore, tmp_path: Pa
 
 def test_cli_usage_errors_exit_2_in_one_line(store: SyntheticStore, tmp_path: Path) -> None:
     store.image("app", "v1")
-    code, _, err = invoke(tmp_path / "nowhere")
-    assert code == ExitCode.USAGE and err.startswith("regverify: error:") and err.count("\n") == 1
-    code, _, _ = invoke(store.root, "--gc-version", "2.7")
-    assert code == ExitCode.USAGE
-    code, _, err = invoke(store.root, "--registry", "other")
-    assert code == ExitCode.USAGE and "unknown registry" in err
+    run = preview_cli(tmp_path / "nowhere")
+    assert run.exit_code == ExitCode.USAGE
+    assert run.stderr.startswith("regverify: error:") and run.stderr.count("\n") == 1
+    run = preview_cli(store.root, "--gc-version", "2.7")
+    assert run.exit_code == ExitCode.USAGE
+    run = preview_cli(store.root, "--registry", "other")
+    assert run.exit_code == ExitCode.USAGE and "unknown registry" in run.stderr
 
 
 def test_cli_incomplete_exits_3(store: SyntheticStore) -> None:
     store.image("app", "v1")
     store.image("Upper", "v1")
-    code, out, _ = invoke(store.root)
-    assert code == ExitCode.INCOMPLETE and "failed to parse repo name Upper" in out
+    run = preview_cli(store.root)
+    assert run.exit_code == ExitCode.INCOMPLETE and "failed to parse repo name Upper" in run.stdout
 
 
 def test_cli_internal_error_is_one_line_exit_3(
@@ -686,9 +686,10 @@ def test_cli_internal_error_is_one_line_exit_3(
 
     # The command imports the engine when it runs: patch it where it is looked up.
     monkeypatch.setattr("verifier.storage.gc_preview.preview_storage", boom)
-    code, out, err = invoke(store.root)
-    assert code == ExitCode.INCOMPLETE and out == ""
-    assert err == "regverify: error: internal error: RuntimeError: kaput (rerun with --verbose)\n"
+    run = preview_cli(store.root)
+    assert run.exit_code == ExitCode.INCOMPLETE and run.stdout == ""
+    assert run.stderr == (
+        "regverify: error: internal error: RuntimeError: kaput (rerun with --verbose)\n")
 
 
 # --- against the real garbage-collect ------------------------------------------------------------
